@@ -1,0 +1,30 @@
+"""Run benchmark suites side by side with the peers, print the table, write JSON to bench/results/.
+
+    python -m bench                # every suite
+    python -m bench lrp --quick    # one suite, fewer repeats
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from .common import machine, save, table
+
+SUITES = {"lrp": "bench.lrp_speed"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("suites", nargs="*", default=list(SUITES), choices=list(SUITES))
+    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    print(machine())
+    for name in args.suites:
+        rows = importlib.import_module(SUITES[name]).run(repeat=3 if args.quick else 7, threads=args.threads)
+        print(table(rows))
+        print("wrote", save(rows, name))
+
+
+if __name__ == "__main__":
+    main()

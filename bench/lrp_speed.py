@@ -1,0 +1,60 @@
+"""Issue 2: forward pass, our explanation, zennit with the same composite, Captum's LRP.
+
+Captum has no z^B rule, so it is timed on the ``epsilon`` preset (LRP-ε everywhere), next to ours on
+the same preset; zennit is timed on the ``paper`` preset next to ours.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from lrp_widgets.engine import Explainer
+from lrp_widgets.peers import captum_lrp, zennit_relevance
+
+from .common import Row, compare, in_subprocess, median_time, peak_extra_mb
+from .models import batch, vgg16
+
+CASES = ("forward", "ours paper", "zennit paper", "ours epsilon", "captum epsilon")
+
+
+def workload(case: str, size: int, device: str = "cpu") -> Callable[[], object]:
+    model, x = vgg16(device), batch(size, device)
+    if case == "forward":
+        return lambda: _no_grad(model, x)
+    if case.startswith("ours"):
+        explainer = Explainer(model, case.split()[1])
+        return lambda: explainer.explain(x)
+    if case == "zennit paper":
+        return lambda: zennit_relevance(model, x, "paper")
+    return lambda: captum_lrp(model, x, 0.25)
+
+
+def _no_grad(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+def peak(case: str, size: str, threads: str) -> float:
+    torch.set_num_threads(int(threads))
+    fn = workload(case, int(size))
+    fn()
+    return peak_extra_mb(fn)
+
+
+def run(sizes=(1, 8), repeat: int = 5, threads: int = 2, device: str = "cpu") -> list[Row]:
+    torch.set_num_threads(threads)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    rows = []
+    for size in sizes:
+        suite = f"lrp b{size}"
+        for case in CASES:
+            seconds = median_time(workload(case, size, device), repeat, sync=sync)
+            memory = in_subprocess("bench.lrp_speed", "peak", case, str(size), str(threads)) if device == "cpu" else None
+            rows.append(Row(suite, case, seconds, repeat, memory))
+            print(f"{suite:10s} {case:16s} {seconds * 1000:8.1f} ms", flush=True)
+        group = rows[-len(CASES):]
+        compare(group, "ours paper", "forward", "≤ 3×")
+        compare(group, "zennit paper", "ours paper", "> 1×")
+        compare(group, "captum epsilon", "ours epsilon", "> 1×")
+    return rows

@@ -1,0 +1,29 @@
+"""The benchmark's model and input: VGG16, random weights with random biases, the castle image."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+
+from lrp_widgets.engine.images import open_image, preprocess
+
+IMAGES = Path(os.environ.get("LRP_WIDGETS_IMAGES", Path(__file__).resolve().parents[2] / "shared" / "images"))
+
+
+def vgg16(device: str = "cpu") -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16().eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if getattr(module, "bias", None) is not None:
+                module.bias.normal_(0, 0.05)
+            if isinstance(module, torch.nn.ReLU):
+                module.inplace = False
+    return model.requires_grad_(False).to(device)
+
+
+def batch(size: int, device: str = "cpu") -> torch.Tensor:
+    x = preprocess(open_image(IMAGES / "n02980441_castle.JPEG"))[None]
+    return x.expand(size, -1, -1, -1).contiguous().to(device)

@@ -1,0 +1,1 @@
+"""lrp-widgets: explore what a CNN sees with layer-wise relevance propagation."""

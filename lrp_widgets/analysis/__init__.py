@@ -1,0 +1,1 @@
+"""Analysis on top of an explanation: rendering, the neuron graph, paths, thresholds, metrics."""

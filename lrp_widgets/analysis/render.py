@@ -1,0 +1,57 @@
+"""Heatmaps as arrays and images: symmetric diverging colours (zero = white), overlays, PNG bytes.
+
+>>> import numpy as np
+>>> heatmap_rgb(np.array([[-1.0, 0.0, 1.0]]))[0, 1].tolist()
+[255, 255, 255]
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from matplotlib.colors import LinearSegmentedColormap
+from PIL import Image
+
+#: Blue (negative) – white (zero) – red (positive); an odd number of colours puts exact white at 0.
+RELEVANCE_CMAP = LinearSegmentedColormap.from_list("relevance", ["#0000ff", "#ffffff", "#ff0000"], N=257)
+
+
+def to_map(relevance) -> np.ndarray:
+    """(C, H, W) or (H, W) tensor/array → (H, W) float array summed over colour."""
+    values = relevance.detach().cpu().numpy() if hasattr(relevance, "detach") else np.asarray(relevance)
+    return values.sum(0) if values.ndim == 3 else values
+
+
+def symmetric_scale(values: np.ndarray) -> np.ndarray:
+    """Values scaled to [-1, 1] by their largest magnitude (zeros stay zero)."""
+    top = float(np.abs(values).max(initial=0.0))
+    return values / top if top > 0 else np.zeros_like(values)
+
+
+def heatmap_rgb(relevance, cmap=RELEVANCE_CMAP) -> np.ndarray:
+    """Relevance (summed over colour) in a symmetric diverging colormap, uint8 (H, W, 3)."""
+    scaled = symmetric_scale(to_map(relevance))
+    colours = cmap((scaled + 1) / 2)[..., :3]
+    return np.rint(colours * 255).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, weight: np.ndarray | float) -> np.ndarray:
+    """``image`` blended with ``heat`` by ``weight`` (scalar or (H, W) in [0, 1]), uint8."""
+    weight = np.asarray(weight, dtype=np.float64)
+    if weight.ndim == 2:
+        weight = weight[..., None]
+    blended = image.astype(np.float64) * (1 - weight) + heat.astype(np.float64) * weight
+    return np.rint(blended).clip(0, 255).astype(np.uint8)
+
+
+def relevance_overlay(image: np.ndarray, relevance, opacity: float = 0.8, cmap=RELEVANCE_CMAP) -> np.ndarray:
+    """The heatmap over the image: opaque where relevance is large, the image shows through where it is ~0."""
+    scaled = symmetric_scale(to_map(relevance))
+    return overlay(image, heatmap_rgb(scaled, cmap), opacity * np.abs(scaled) ** 0.5)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """uint8 (H, W[, 3|4]) → PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()

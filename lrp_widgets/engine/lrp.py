@@ -1,0 +1,159 @@
+"""One forward pass that stores every layer's output, one LRP backward pass that stores every
+layer's relevance, and the bound per-layer propagators that later analyses reuse.
+
+>>> import torch
+>>> from torchvision.models import vgg11
+>>> explainer = Explainer(vgg11().eval())
+>>> explanation = explainer.explain(torch.randn(1, 3, 224, 224))
+>>> explanation.relevances["input"].shape
+torch.Size([1, 3, 224, 224])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import TargetError
+from .composites import Composite, get_composite
+from .network import WEIGHTED, Layer, layer_sequence
+from .rules import Propagator
+
+INPUT = "input"
+
+
+@dataclass
+class Explanation:
+    """Activations and relevances at every layer of one batch, and the propagators that made them.
+
+    ``activations[name]`` / ``relevances[name]`` are a layer's output and the relevance there;
+    ``relevances["input"]`` is the input relevance. ReLU/Dropout layers share their input's relevance.
+    """
+
+    layers: list[Layer]
+    inputs: Tensor
+    logits: Tensor
+    targets: Tensor
+    activations: dict[str, Tensor]
+    relevances: dict[str, Tensor]
+    propagators: dict[str, Propagator] = field(repr=False)
+    maxpool_indices: dict[str, Tensor] = field(repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    @property
+    def weighted(self) -> list[str]:
+        """The Conv2d/Linear layer names, input to output: the layers of the neuron graph."""
+        return [layer.name for layer in self.layers if isinstance(layer.module, WEIGHTED)]
+
+    @property
+    def output_relevance(self) -> Tensor:
+        """The logit of each explained class."""
+        return self.logits.gather(1, self.targets[:, None])[:, 0]
+
+    def relevance_sums(self) -> dict[str, Tensor]:
+        """Σ relevance at every layer's output (and at the input), per image: the conservation table."""
+        sums = {INPUT: self.relevances[INPUT].flatten(1).sum(1)}
+        sums.update({name: self.relevances[name].flatten(1).sum(1) for name in self.names})
+        return sums
+
+    def input_of(self, name: str) -> Tensor:
+        """The activation entering layer ``name``."""
+        index = self.names.index(name)
+        return self.inputs if index == 0 else self.activations[self.names[index - 1]]
+
+    def propagate(self, relevance: Tensor, start: str, stop: str = INPUT, image: int = 0,
+                  masks: Mapping[str, Tensor] | None = None, channels: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Propagate a batch of relevances given at the output of layer ``start`` down to the output of
+        ``stop`` (default: the input), for image ``image`` of the stored batch.
+
+        ``masks[name]`` (broadcastable to the relevance there) multiplies the relevance at the output of
+        that layer; ``channels[name]`` (one index per row) keeps only that channel there — the cheap
+        path for single-neuron conditions. The relevance at ``start`` is masked too.
+        """
+        masks, channels = masks or {}, channels or {}
+        names = self.names
+        first = names.index(start)
+        last = -1 if stop == INPUT else names.index(stop)
+        if last > first:
+            raise TargetError(f"layer '{stop}' is above '{start}'")
+        rows = torch.arange(relevance.shape[0], device=relevance.device)
+        for index in range(first, last, -1):
+            name = names[index]
+            if name in masks:
+                relevance = relevance * masks[name]
+            keep = channels.get(name)
+            if keep is not None:
+                kept = relevance[rows, keep]
+                relevance = torch.zeros_like(relevance)
+                relevance[rows, keep] = kept
+            relevance = self.propagators[name](relevance, image, keep)
+        if stop != INPUT and stop in masks:
+            relevance = relevance * masks[stop]
+        return relevance
+
+
+class Explainer:
+    """LRP for one model and composite; ``explain`` returns an :class:`Explanation`."""
+
+    def __init__(self, model: nn.Module, composite: Composite | str = "paper"):
+        self.layers = layer_sequence(model)
+        self.composite = get_composite(composite) if isinstance(composite, str) else composite
+        self.rules = self.composite.rules(self.layers)
+        parameter = next(model.parameters(), None)
+        self.device = parameter.device if parameter is not None else torch.device("cpu")
+
+    def forward(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Every layer's output and the max-pool switches."""
+        activations, indices = {}, {}
+        for layer in self.layers:
+            module = layer.module
+            if isinstance(module, nn.ReLU):
+                x = F.relu(x)
+            elif isinstance(module, nn.MaxPool2d):
+                x, indices[layer.name] = F.max_pool2d(x, module.kernel_size, module.stride, module.padding,
+                                                      module.dilation, module.ceil_mode, return_indices=True)
+            else:
+                x = module(x)
+            activations[layer.name] = x
+        return activations, indices
+
+    @torch.no_grad()
+    def explain(self, x: Tensor, target: int | Sequence[int] | Tensor | None = None) -> Explanation:
+        """Explain a batch ``x`` (N, C, H, W) for ``target`` (one class for all, one per image, or the top-1)."""
+        x = x.to(self.device)
+        activations, indices = self.forward(x)
+        logits = activations[self.layers[-1].name]
+        targets = self._targets(target, logits)
+        relevance = torch.zeros_like(logits)
+        relevance.scatter_(1, targets[:, None], logits.gather(1, targets[:, None]))
+        relevances, propagators = {}, {}
+        for index in range(len(self.layers) - 1, -1, -1):
+            name, module = self.layers[index]
+            a = x if index == 0 else activations[self.layers[index - 1].name]
+            out = (activations[name], indices[name]) if name in indices else activations[name]
+            propagators[name] = self.rules[name].bind(module, a, out)
+            relevances[name] = relevance
+            relevance = propagators[name](relevance)
+        relevances[INPUT] = relevance
+        return Explanation(self.layers, x, logits, targets, activations, relevances, propagators, indices)
+
+    @staticmethod
+    def _targets(target, logits: Tensor) -> Tensor:
+        n, classes = logits.shape
+        if target is None:
+            return logits.argmax(1)
+        targets = torch.as_tensor(target, device=logits.device).long().flatten()
+        if targets.numel() == 1:
+            targets = targets.expand(n)
+        if targets.numel() != n:
+            raise TargetError(f"{targets.numel()} targets for {n} images")
+        bad = targets[(targets < 0) | (targets >= classes)]
+        if bad.numel():
+            raise TargetError(f"class index {int(bad[0])} out of range: the model has classes 0–{classes - 1}")
+        return targets.clone()

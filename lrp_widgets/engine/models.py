@@ -1,0 +1,121 @@
+"""Loading torchvision VGGs with ImageNet, random or local weights.
+
+>>> import warnings
+>>> with warnings.catch_warnings(record=True):
+...     model = load_model("vgg11", weights="random")
+>>> model.pretrained, model.category(0)
+(False, 'tench')
+"""
+from __future__ import annotations
+
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from ..errors import ModelError, WeightsError
+
+#: Model names accepted by :func:`load_model`.
+MODELS = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
+RANDOM_SEED = 0
+
+
+class UntrainedWeightsWarning(UserWarning):
+    """Explanations of a model with random weights mean nothing about the world."""
+
+
+UNTRAINED_MESSAGE = ("random (untrained) weights: the explanations show how LRP works, "
+                     "not what a trained network sees")
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode and what the app needs to say about it."""
+
+    module: nn.Module
+    name: str
+    weights: str
+    pretrained: bool
+    categories: list[str]
+
+    def category(self, index: int) -> str:
+        return self.categories[index] if 0 <= index < len(self.categories) else f"class {index}"
+
+
+def weights_enum(name: str) -> torchvision.models.WeightsEnum:
+    """torchvision's ImageNet weights of a VGG (they also carry the class names and transforms)."""
+    return torchvision.models.get_model_weights(name).IMAGENET1K_V1
+
+
+def load_model(name: str = "vgg16", weights: str | Path | None = "random", progress: bool = True,
+               device: str | torch.device = "cpu") -> LoadedModel:
+    """Build a torchvision VGG with ``weights``: ``"imagenet"`` (torchvision's download, hash-checked and
+    cached), a state-dict file, ``None``/``"random"`` (fixed seed, with an :class:`UntrainedWeightsWarning`), or
+    ``"auto"``: ImageNet where they can be had, random (with the warning) where not."""
+    if weights == "auto":
+        try:
+            return load_model(name, "imagenet", progress, device)
+        except WeightsError:
+            return load_model(name, "random", progress, device)
+    if name not in MODELS:
+        raise ModelError(f"unknown model '{name}': choose one of {', '.join(MODELS)}")
+    builder = torchvision.models.get_model_builder(name)
+    enum = weights_enum(name)
+    categories = list(enum.meta["categories"])
+    if weights in (None, "random"):
+        with torch.random.fork_rng():
+            torch.manual_seed(RANDOM_SEED)
+            module = builder(weights=None)
+        warnings.warn(UNTRAINED_MESSAGE, UntrainedWeightsWarning, stacklevel=2)
+        label, pretrained = "random", False
+    elif weights == "imagenet":
+        module = _download(builder, enum, progress)
+        label, pretrained = "imagenet", True
+    else:
+        module = builder(weights=None)
+        module.load_state_dict(_read_state_dict(Path(weights), module, name))
+        label, pretrained = str(weights), True
+    return LoadedModel(module.eval().requires_grad_(False).to(device), name, label, pretrained, categories)
+
+
+def _download(builder, enum, progress: bool) -> nn.Module:
+    """torchvision's weights via the hub cache; the download is hash-checked and atomic."""
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    if not cache.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        hash_prefix = torch.hub.HASH_REGEX.search(cache.name).group(1)
+        try:
+            torch.hub.download_url_to_file(enum.url, str(cache), hash_prefix, progress=progress)
+        except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad hash is a RuntimeError
+            reason = str(getattr(error, "reason", error)).splitlines()[0]
+            raise WeightsError(f"could not download the ImageNet weights ({reason}); offline, download "
+                               f"{enum.url} elsewhere and pass it with --weights PATH (or place it at {cache})"
+                               ) from None
+    return builder(weights=enum, progress=progress)
+
+
+def _read_state_dict(path: Path, module: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"weights file '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsError(f"'{path}' is not a weights file that can be loaded safely ({first[:120]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"'{path}' does not hold a state dict of tensors")
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(f"{what}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}" for what, keys in
+                           (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys)
+        raise WeightsError(f"weights file '{path}' does not fit {name} ({detail})")
+    return state

@@ -1,0 +1,313 @@
+"""LRP rules: small declarative classes that turn one layer of a stored forward pass into a
+relevance propagator.
+
+Every rule for a Conv2d or Linear layer runs the paper's four steps with modified parameters
+ρ(w), ρ(b) (and, for z^B, modified inputs):
+
+    z = Σ_t sign_t · f(input_t; ρ_t(w), ρ_t(b))    (forward)
+    s = R / stabilize(z)                            (divide)
+    c_t = f_tᵀ(s)                                   (backward: transposed conv / matmul)
+    R_in = Σ_t sign_t · input_t · c_t               (multiply)
+
+``stabilize(z) = z + ε·sign(z)`` with sign(0) = +1 — the convention of zennit and Captum.
+
+>>> import torch
+>>> layer = torch.nn.Linear(2, 1, bias=False).requires_grad_(False)
+>>> _ = layer.weight.data.copy_(torch.tensor([[1.0, 3.0]]))
+>>> a = torch.tensor([[1.0, 1.0]])
+>>> propagate = Epsilon(0.0).bind(layer, a, layer(a))
+>>> propagate(torch.tensor([[8.0]]))
+tensor([[2., 6.]])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ParamModifier = Callable[[Tensor, str], Tensor]
+
+
+class Propagator(Protocol):
+    """Relevance at a layer's output → relevance at its input.
+
+    ``image`` selects one sample of the stored batch (the relevance batch then holds several
+    conditions of that one image); ``channels`` says the relevance of row n is non-zero only
+    in output channel ``channels[n]``, which lets linear layers skip the other channels.
+    """
+
+    def __call__(self, relevance: Tensor, image: int | None = None,
+                 channels: Tensor | None = None) -> Tensor: ...
+
+
+def stabilize(z: Tensor, epsilon: float) -> Tensor:
+    """``z + ε·sign(z)``, with sign(0) taken as +1 (as zennit)."""
+    if epsilon == 0:
+        return z
+    return torch.where(z >= 0, epsilon, -epsilon).to(z.dtype).add_(z)
+
+
+def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """``numerator / denominator`` with 0 where the denominator is 0 (the LRP-0 convention)."""
+    zero = denominator == 0
+    if not zero.any():
+        return numerator / denominator
+    return torch.where(zero, 0.0, numerator / denominator.masked_fill(zero, 1.0))
+
+
+def _signed_sum(parts: list[tuple[float, Tensor]]) -> Tensor:
+    """``Σ sign·t`` without extra passes; the tensors must be fresh (they are added to in place)."""
+    (sign, total), *rest = parts
+    if sign < 0:
+        total = total.neg_()
+    for sign, t in rest:
+        total = total.add_(t) if sign > 0 else total.sub_(t)
+    return total
+
+
+def _select(t: Tensor, image: int | None) -> Tensor:
+    return t if image is None or t.shape[0] == 1 else t[image:image + 1]
+
+
+class Rule:
+    """Base class: ``bind`` a layer, its stored input and output to a :class:`Propagator`."""
+
+    def bind(self, layer: nn.Module, a: Tensor, out: Tensor) -> Propagator:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Term:
+    """One summand of a linear rule: ``sign · f(input; modify(w), modify(b))``."""
+
+    sign: float
+    input: Tensor
+    modify: ParamModifier
+
+
+def _identity(param: Tensor, name: str) -> Tensor:
+    return param
+
+
+def _forward(layer: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    if isinstance(layer, nn.Conv2d):
+        return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+    return F.linear(x, weight, bias)
+
+
+def _backward(layer: nn.Module, s: Tensor, weight: Tensor, input_shape: Sequence[int]) -> Tensor:
+    """The transpose of the layer's linear map applied to ``s`` (dense).
+
+    A stride-1 convolution's transpose is a convolution with the flipped, transposed kernel, which
+    runs faster than the generic backward-by-input on CPU.
+    """
+    if isinstance(layer, nn.Linear):
+        return s @ weight
+    if _flippable(layer):
+        padding = tuple(k - 1 - p for k, p in zip(layer.kernel_size, layer.padding))
+        return F.conv2d(s, weight.transpose(0, 1).flip(2, 3), None, 1, padding)
+    return torch.nn.grad.conv2d_input(list(input_shape), weight, s, layer.stride, layer.padding,
+                                      layer.dilation, layer.groups)
+
+
+def _flippable(layer: nn.Conv2d) -> bool:
+    return (layer.groups == 1 and set(layer.stride) == {1} and set(layer.dilation) == {1}
+            and isinstance(layer.padding, tuple) and all(k - 1 - p >= 0 for k, p in zip(layer.kernel_size, layer.padding)))
+
+
+def _backward_channels(layer: nn.Module, s: Tensor, weight: Tensor, channels: Tensor,
+                       input_shape: Sequence[int]) -> Tensor:
+    """Transpose of the layer for rows whose ``s`` lives in one output channel each.
+
+    ``s`` has shape (N, H, W) (conv) or (N,) (linear): the value of channel ``channels[n]``.
+    A grouped transposed convolution does all N rows at the cost of N single-channel ones.
+    """
+    n = s.shape[0]
+    rows = weight[channels]
+    if isinstance(layer, nn.Linear):
+        return s[:, None] * rows
+    h_in, w_in = input_shape[-2:]
+    sizes = []
+    for size, out, k, st, p, d in zip((h_in, w_in), s.shape[-2:], layer.kernel_size, layer.stride,
+                                      layer.padding, layer.dilation):
+        sizes.append(size - ((out - 1) * st - 2 * p + d * (k - 1) + 1))
+    c = F.conv_transpose2d(s.reshape(1, n, *s.shape[-2:]), rows, None, layer.stride, layer.padding,
+                           tuple(sizes), n, layer.dilation)
+    return c.reshape(n, -1, h_in, w_in)
+
+
+class LinearRule(Rule):
+    """A rule for Conv2d / Linear layers, described by its terms and its stabiliser."""
+
+    stabilizer: float = 1e-6
+
+    def terms(self, a: Tensor) -> list[Term]:
+        raise NotImplementedError
+
+    def bind(self, layer: nn.Module, a: Tensor, out: Tensor) -> Propagator:
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            raise TypeError(f"{type(self).__name__} applies to Conv2d and Linear layers, not {type(layer).__name__}")
+        terms = self.terms(a)
+        params = [(t.sign, t.input, t.modify(layer.weight, "weight"),
+                   None if layer.bias is None else t.modify(layer.bias, "bias")) for t in terms]
+        if len(terms) == 1 and terms[0].modify is _identity and terms[0].input is a:
+            z = out  # the stored forward output is exactly this rule's z
+        else:
+            z = _signed_sum([(sign, _forward(layer, x, w, b)) for sign, x, w, b in params])
+        z = stabilize(z, self.stabilizer)
+        divide = torch.div if self.stabilizer > 0 else safe_divide  # a stabilised z is never 0
+        grouped = isinstance(layer, nn.Linear) or layer.groups == 1
+
+        def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> Tensor:
+            zi = _select(z, image)
+            shape = (relevance.shape[0], *a.shape[1:])
+            if channels is not None and grouped:
+                rows = torch.arange(relevance.shape[0], device=relevance.device)
+                zc = zi[0, channels] if zi.shape[0] == 1 else zi[rows, channels]
+                s = divide(relevance[rows, channels], zc)
+                return _signed_sum([(sign, _backward_channels(layer, s, w, channels, shape).mul_(_select(x, image)))
+                                    for sign, x, w, _ in params])
+            s = divide(relevance, zi)
+            return _signed_sum([(sign, _backward(layer, s, w, shape).mul_(_select(x, image)))
+                                for sign, x, w, _ in params])
+
+        return propagate
+
+
+@dataclass(frozen=True)
+class Epsilon(LinearRule):
+    """LRP-ε: ``z = ε·sign(z) + Σ a·w + b``. ε = 0 is LRP-0."""
+
+    epsilon: float = 0.25
+
+    @property
+    def stabilizer(self) -> float:  # type: ignore[override]
+        return self.epsilon
+
+    def terms(self, a: Tensor) -> list[Term]:
+        return [Term(1.0, a, _identity)]
+
+
+def Zero() -> Epsilon:
+    """LRP-0: ``z = Σ a·w + b`` (0/0 counts as 0)."""
+    return Epsilon(0.0)
+
+
+@dataclass(frozen=True)
+class Gamma(LinearRule):
+    """LRP-γ: ``ρ(w) = w + γ·w⁺`` on weights and bias; γ → ∞ approaches z⁺."""
+
+    gamma: float = 0.25
+    stabilizer: float = 1e-6
+
+    def terms(self, a: Tensor) -> list[Term]:
+        gamma = self.gamma
+        return [Term(1.0, a, lambda p, _: p + gamma * p.clamp(min=0))]
+
+
+@dataclass(frozen=True)
+class ZPlus(LinearRule):
+    """The z⁺ formula printed in the paper: only positive contributions ``a⁺·w⁺ + a⁻·w⁻`` (+ b⁺)."""
+
+    stabilizer: float = 1e-6
+
+    def terms(self, a: Tensor) -> list[Term]:
+        return [Term(1.0, a.clamp(min=0), lambda p, _: p.clamp(min=0)),
+                Term(1.0, a.clamp(max=0), lambda p, name: p.clamp(max=0) if name == "weight" else torch.zeros_like(p))]
+
+
+@dataclass(frozen=True, eq=False)
+class ZBox(LinearRule):
+    """z^B for the input layer, with pixel bounds ``low ≤ x ≤ high`` (per channel or per pixel).
+
+    ``z = Σ x·w − l·w⁺ − h·w⁻``; the bias terms cancel (as in zennit).
+    """
+
+    low: Tensor | float
+    high: Tensor | float
+    stabilizer: float = 1e-6
+
+    def terms(self, a: Tensor) -> list[Term]:
+        low, high = (_bound(v, a) for v in (self.low, self.high))
+        return [Term(1.0, a, _identity),
+                Term(-1.0, low, lambda p, _: p.clamp(min=0)),
+                Term(-1.0, high, lambda p, _: p.clamp(max=0))]
+
+
+def _bound(value: Tensor | float, a: Tensor) -> Tensor:
+    t = torch.as_tensor(value, dtype=a.dtype, device=a.device)
+    if t.dim() == 1 and a.dim() == 4:
+        t = t[:, None, None]
+    return t.expand(a.shape[1:]).unsqueeze(0)
+
+
+class Pass(Rule):
+    """Relevance passes unchanged (ReLU, Dropout, Identity)."""
+
+    def bind(self, layer: nn.Module, a: Tensor, out: Tensor) -> Propagator:
+        return lambda relevance, image=None, channels=None: relevance
+
+
+class Reshape(Rule):
+    """Relevance takes the input's shape back (Flatten)."""
+
+    def bind(self, layer: nn.Module, a: Tensor, out: Tensor) -> Propagator:
+        return lambda relevance, image=None, channels=None: relevance.reshape(relevance.shape[0], *a.shape[1:])
+
+
+class WinnerTakesAll(Rule):
+    """Max-pooling: each window's relevance goes to the input that won the max (the gradient's routing).
+
+    Needs the pooling switches: bind with ``out = (output, indices)``.
+    """
+
+    def bind(self, layer: nn.Module, a: Tensor, out: Tensor) -> Propagator:
+        indices = out[1].flatten(2)
+
+        def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> Tensor:
+            idx = _select(indices, image).expand(relevance.shape[0], -1, -1)
+            flat = relevance.new_zeros(relevance.shape[0], a.shape[1], a.shape[2] * a.shape[3])
+            flat.scatter_add_(2, idx, relevance.flatten(2))
+            return flat.reshape(relevance.shape[0], *a.shape[1:])
+
+        return propagate
+
+
+@dataclass(frozen=True)
+class Proportional(Rule):
+    """Pooling as LRP-0 on an average pool: each input gets ``a_i / Σ a · R`` of its windows.
+
+    The rule for AvgPool2d and AdaptiveAvgPool2d, and the "average" option for MaxPool2d.
+    """
+
+    stabilizer: float = 1e-6
+
+    def bind(self, layer: nn.Module, a: Tensor, out: Tensor) -> Propagator:
+        pool = _as_average_pool(layer)
+        z = stabilize(pool(a), self.stabilizer)
+
+        def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> Tensor:
+            ai = _select(a, image)
+            x = ai.expand(relevance.shape[0], *ai.shape[1:]).detach().requires_grad_()
+            with torch.enable_grad():
+                c, = torch.autograd.grad(pool(x), x, relevance / _select(z, image))
+            return ai * c
+
+        return propagate
+
+
+def _as_average_pool(layer: nn.Module) -> Callable[[Tensor], Tensor]:
+    if isinstance(layer, nn.MaxPool2d):
+        return lambda x: F.avg_pool2d(x, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode,
+                                      count_include_pad=True)
+    return layer
+
+
+#: Rules by name, for configuration from strings (``"gamma"``, ``"epsilon"`` …).
+RULES: dict[str, Callable[..., Rule]] = {
+    "epsilon": Epsilon, "zero": Zero, "gamma": Gamma, "zplus": ZPlus, "zbox": ZBox, "pass": Pass,
+    "winner": WinnerTakesAll, "proportional": Proportional,
+}

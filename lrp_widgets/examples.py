@@ -1,0 +1,78 @@
+"""The case-study images (castle, barn, zebra): downloaded once, sha256-checked, cached.
+
+They come from the public ImageNet sample images repository (EliSchwartz/imagenet-sample-images).
+``LRP_WIDGETS_IMAGES`` or the ``folder`` argument points at a local copy instead.
+
+>>> load_example("zebra", folder="../shared/images").size  # doctest: +SKIP
+(500, 375)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from PIL import Image
+
+from .engine.images import open_image
+from .errors import ImageError
+
+BASE_URL = "https://raw.githubusercontent.com/EliSchwartz/imagenet-sample-images/master/"
+#: name → (file name, ImageNet class index, sha256)
+EXAMPLES = {
+    "castle": ("n02980441_castle.JPEG", 483, "d5e7d5381b58cd3244d23cee97a37cd5184cdc4c4b43ec5148977c0df078a3e6"),
+    "barn": ("n02793495_barn.JPEG", 425, "d0f7936a6cb5f03f03c40f84b13910e16028ce8ee07540d8c6759442e4bf9ac3"),
+    "zebra": ("n02391049_zebra.JPEG", 340, "ca35cfbead9763232ee94ccb8a9d3a2e2e0bff576a1e22221b210589f6c7bd42"),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lrp-widgets" / "images"
+
+
+def example_path(name: str, folder: str | Path | None = None, base_url: str = BASE_URL) -> Path:
+    """The local file of an example: from ``folder`` / ``$LRP_WIDGETS_IMAGES`` if given, else the cache
+    (downloading it there first)."""
+    if name not in EXAMPLES:
+        raise ImageError(f"unknown example '{name}': choose one of {', '.join(EXAMPLES)}")
+    filename, _, digest = EXAMPLES[name]
+    folder = folder or os.environ.get("LRP_WIDGETS_IMAGES")
+    if folder:
+        path = Path(folder) / filename
+        if not path.is_file():
+            raise ImageError(f"example '{name}' is not in {folder} (expected {filename})")
+        _check(path.read_bytes(), digest, str(path))
+        return path
+    path = cache_dir() / filename
+    if not path.is_file():
+        download(base_url + filename, path, digest)
+    return path
+
+
+def load_example(name: str, folder: str | Path | None = None) -> Image.Image:
+    """The example image as RGB."""
+    return open_image(example_path(name, folder))
+
+
+def download(url: str, path: Path, digest: str) -> None:
+    """Fetch ``url`` to ``path`` atomically, refusing it unless its sha256 is ``digest``."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            data = response.read()
+    except OSError as error:
+        reason = getattr(error, "reason", error)
+        raise ImageError(f"could not download {url} ({reason}); set LRP_WIDGETS_IMAGES to a folder "
+                         "holding the example images") from None
+    _check(data, digest, url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as part:
+        part.write(data)
+    Path(part.name).replace(path)
+
+
+def _check(data: bytes, digest: str, source: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise ImageError(f"{source} has sha256 {actual[:12]}…, expected {digest[:12]}…: refusing it")

@@ -1,0 +1,48 @@
+"""Shared fixtures: the case-study images and random-initialised models with random biases."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from lrp_widgets.engine.images import preprocess
+
+IMAGES = Path(os.environ.get("LRP_WIDGETS_IMAGES", Path(__file__).resolve().parents[2] / "shared" / "images"))
+CASTLE = IMAGES / "n02980441_castle.JPEG"
+
+
+def random_model(name: str = "vgg16", seed: int = 0) -> torch.nn.Module:
+    """A torchvision model with random weights *and* random biases and BN statistics (torchvision zeroes
+    biases, which would leave bias handling untested)."""
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(name, weights=None).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if getattr(module, "bias", None) is not None:
+                module.bias.normal_(0, 0.05)
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+            if isinstance(module, torch.nn.ReLU):
+                module.inplace = False
+    return model.requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def castle_image() -> Image.Image:
+    return Image.open(CASTLE).convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def castle(castle_image) -> torch.Tensor:
+    return preprocess(castle_image)[None]
+
+
+@pytest.fixture(scope="session")
+def vgg16() -> torch.nn.Module:
+    return random_model("vgg16")

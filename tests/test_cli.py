@@ -1,0 +1,99 @@
+"""The CLI writes its three files, and every bad input gives one line on stderr, status 2, no output."""
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lrp_widgets.cli import main
+from lrp_widgets.engine.models import load_model
+from lrp_widgets.errors import WeightsError
+
+from .conftest import CASTLE
+
+
+def test_explain_writes_relevance_heatmap_and_summary(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["explain", str(CASTLE), "--weights", "random", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "relevance.npy", "summary.json"]
+    relevance = np.load(out / "relevance.npy")
+    assert relevance.shape == (3, 224, 224) and relevance.dtype == np.float32
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["top5"]) == 5 and summary["pretrained"] is False
+    assert summary["explained_class"]["index"] == summary["top5"][0]["index"]
+    assert abs(summary["input_relevance_sum"] - float(relevance.sum())) < 1e-3 * abs(relevance).sum()
+    assert summary["layer_relevance_sums"]["classifier.6"] == pytest.approx(summary["explained_class"]["logit"])
+    assert Image.open(out / "heatmap.png").size[0] > 224
+    assert "random (untrained) weights" in capsys.readouterr().err
+
+
+def test_explain_another_class(tmp_path):
+    out = tmp_path / "out"
+    assert main(["explain", str(CASTLE), "--weights", "random", "--target", "483", "--out", str(out),
+                 "--model", "vgg11"]) == 0
+    assert json.loads((out / "summary.json").read_text())["explained_class"]["name"] == "castle"
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def bad_inputs(tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(CASTLE.read_bytes()[:4000])
+    wrong = tmp_path / "vgg11.pth"
+    torch.save(load_model("vgg11", "random").module.state_dict(), wrong)
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps(Evil()))
+    image = str(CASTLE)
+    return [
+        ([str(tmp_path / "missing.jpg")], "does not exist"),
+        ([str(text)], "not an image"),
+        ([str(truncated)], "damaged or truncated"),
+        ([image, "--weights", str(wrong)], "does not fit vgg16"),
+        ([image, "--weights", str(evil)], "not a weights file that can be loaded safely"),
+        ([image, "--weights", str(tmp_path / "none.pth")], "does not exist"),
+        ([image, "--target", "1000"], "out of range"),
+    ]
+
+
+def test_bad_inputs_give_one_line_status_2_and_no_output(tmp_path, capsys):
+    for args, message in bad_inputs(tmp_path):
+        out = tmp_path / "out"
+        extra = [] if "--weights" in args else ["--weights", "random"]
+        assert main(["explain", *args, *extra, "--out", str(out)]) == 2, args
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, captured.err)
+        assert "this must never run" not in captured.out
+        assert not out.exists()
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_missing_imagenet_weights_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # nothing listens: the download fails at once
+    with pytest.raises(WeightsError, match="pass it with --weights PATH"):
+        load_model("vgg11", "imagenet", progress=False)
+    assert not any((tmp_path / "hub").rglob("*.pth"))
+
+
+def test_local_weights_file_loads(tmp_path):
+    state = load_model("vgg11", "random").module.state_dict()
+    path = tmp_path / "w.pth"
+    torch.save({"state_dict": state}, path)
+    model = load_model("vgg11", str(path))
+    assert model.pretrained and torch.equal(model.module.state_dict()["features.0.weight"], state["features.0.weight"])
+
+
+def test_entry_point_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "lrp_widgets.cli", "explain", str(tmp_path / "nope.png"),
+                             "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
