@@ -10,7 +10,7 @@ import importlib
 
 from .common import machine, save, table
 
-SUITES = {"lrp": "bench.lrp_speed"}
+SUITES = {"lrp": "bench.lrp_speed", "deconv": "bench.deconv_speed"}
 
 
 def main() -> None:

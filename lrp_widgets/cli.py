@@ -1,6 +1,7 @@
 """The ``lrp-widgets`` command line.
 
     lrp-widgets explain IMAGE [--weights imagenet|random|PATH] [--model vgg16] [--target CLASS] [--out DIR]
+    lrp-widgets deconv IMAGE --layer NAME --channel C [--weights …] [--mode map|max] --out FILE.png [--npy FILE.npy]
 
 Bad input prints one line on stderr and exits with status 2; nothing is written then.
 """
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import LRPWidgetsError
+from .errors import LRPWidgetsError, TargetError
 
 EXIT_BAD_INPUT = 2
 
@@ -33,14 +34,54 @@ def _explain_parser(commands) -> None:
     explain.add_argument("--target", type=int, default=None, help="class index to explain (default: top-1)")
     explain.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="rule preset")
     explain.add_argument("--maxpool", default="winner", choices=("winner", "average"))
+    explain.add_argument("--k", type=int, default=5, help="number of best paths")
+    explain.add_argument("--top-n", type=int, default=8, help="nodes kept per layer in the graph")
+    explain.add_argument("--layer", default=None, help="layer of the threshold sweep (default: the last conv)")
     explain.add_argument("--out", default="lrp-out", help="output folder")
     explain.set_defaults(run=run_explain)
+
+
+def _deconv_parser(commands) -> None:
+    from .engine.deconv import MODES
+    from .engine.models import MODELS
+
+    deconv = commands.add_parser("deconv", help="deconvnet reconstruction of one channel: a PNG (and .npy)")
+    deconv.add_argument("image", help="any image file Pillow can read, or castle, barn, zebra")
+    deconv.add_argument("--layer", required=True, help="layer name, e.g. features.28")
+    deconv.add_argument("--channel", type=int, required=True, help="channel (feature map) of that layer")
+    deconv.add_argument("--model", default="vgg16", choices=MODELS)
+    deconv.add_argument("--weights", default="imagenet",
+                        help="imagenet, random, auto (imagenet if available, else random) or a state-dict file")
+    deconv.add_argument("--mode", default="map", choices=MODES,
+                        help="start from the whole feature map or only its maximum")
+    deconv.add_argument("--out", required=True, help="PNG file: the image and the reconstruction")
+    deconv.add_argument("--npy", default=None, help="also save the reconstruction (3, 224, 224) here")
+    deconv.set_defaults(run=run_deconv)
+
+
+def _app_parser(commands) -> None:
+    from .engine.models import MODELS
+
+    app = commands.add_parser("app", help="serve the Explorer as a Voila dashboard")
+    app.add_argument("--port", type=int, default=None)
+    app.add_argument("--weights", default="auto", help="imagenet, random, auto or a state-dict file")
+    app.add_argument("--model", default="vgg16", choices=MODELS)
+    app.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    app.set_defaults(run=lambda args: sys.exit(serve_app(args)))
+
+
+def serve_app(args: argparse.Namespace) -> int:
+    from .app import serve
+
+    return serve(args.port, args.weights, args.model, browser=not args.no_browser)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrp-widgets", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _explain_parser(commands)
+    _deconv_parser(commands)
+    _app_parser(commands)
     return parser
 
 
@@ -61,18 +102,82 @@ def staged_output(out: Path) -> Iterator[Path]:
 def run_explain(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .analysis.figures import save_heatmap_figure
+    from .analysis.figures import model_label, save_heatmap_figure, save_overlay, save_threshold_figure
+    from .analysis.graph import neuron_graph
+    from .analysis.heatmaps import path_activation, union_relevance
+    from .analysis.paths import k_best_paths, path_count
+    from .analysis.render import activation_overlay, relevance_overlay
+    from .analysis.threshold import threshold_sweep
     from .engine.images import display_image
     from .engine.predict import explain_image, summary
 
+    if args.k < 1 or args.top_n < 1:
+        raise TargetError("--k and --top-n must be at least 1")
     image = read_image(args.image)
     model = _load(args.model, args.weights)
     result = explain_image(model, image, target=args.target, preset=args.preset, maxpool=args.maxpool)
+    layer = args.layer or [name for name in result.weighted if name.startswith("features")][-1]
+    graph = neuron_graph(result, top_n=args.top_n)
+    paths = k_best_paths(graph, args.k)
+    sweep = threshold_sweep(result, layer)
+    picture = display_image(image)
+    label = model_label(model)
     with staged_output(Path(args.out)) as scratch:
         np.save(scratch / "relevance.npy", result.relevances["input"][0].cpu().numpy().astype(np.float32))
-        save_heatmap_figure(display_image(image), result, model, scratch / "heatmap.png")
+        save_heatmap_figure(picture, result, model, scratch / "heatmap.png")
         (scratch / "summary.json").write_text(json.dumps(summary(result, model), indent=2))
-    print(f"wrote relevance.npy, heatmap.png, summary.json to {args.out}")
+        (scratch / "graph.json").write_text(json.dumps(graph.to_cytoscape()))
+        (scratch / "paths.json").write_text(json.dumps(
+            {"k": args.k, "n": path_count(graph), "paths": [{"nodes": p.as_pairs(), "score": p.score} for p in paths]},
+            indent=1))
+        save_overlay(picture, relevance_overlay(picture, union_relevance(result, paths)[0]),
+                     f"K-{args.k} path relevance ({label})", scratch / "path_relevance.png")
+        save_overlay(picture, activation_overlay(picture, path_activation(result, paths)),
+                     f"K-{args.k} path activation ({label})", scratch / "path_activation.png")
+        (scratch / "threshold.json").write_text(json.dumps(sweep.to_json(), indent=1))
+        save_threshold_figure(sweep, scratch / "threshold.png")
+    print(f"wrote relevance.npy, heatmap.png, summary.json, graph.json, paths.json, path_relevance.png, "
+          f"path_activation.png, threshold.json, threshold.png to {args.out}")
+    _warn_untrained(model)
+
+
+@contextmanager
+def staged_files(*paths: Path) -> Iterator[list[Path]]:
+    """Scratch paths (in hidden folders beside ``paths``) that replace ``paths`` only if the block succeeds."""
+    folders: list[Path] = []
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            folders.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)))
+        yield [folder / path.name for folder, path in zip(folders, paths)]
+        for folder, path in zip(folders, paths):
+            (folder / path.name).replace(path)
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_deconv(args: argparse.Namespace) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from .analysis.render import symmetric_scale
+    from .engine.deconv import deconvolve, record
+    from .engine.images import display_image, preprocess
+
+    image = read_image(args.image)
+    model = _load(args.model, args.weights)
+    explanation = record(model.module, preprocess(image)[None])
+    reconstruction = deconvolve(explanation, args.layer, [args.channel], mode=args.mode)[0].cpu().numpy()
+    shown = np.rint(127.5 + 127.5 * symmetric_scale(reconstruction.transpose(1, 2, 0))).astype(np.uint8)
+    pair = np.concatenate([display_image(image), shown], axis=1)  # zero is mid-grey
+    paths = [Path(args.out)] + ([Path(args.npy)] if args.npy else [])
+    with staged_files(*paths) as scratch:
+        Image.fromarray(pair).save(scratch[0], format="PNG")
+        if args.npy:
+            with scratch[1].open("wb") as file:
+                np.save(file, reconstruction.astype(np.float32))
+    print("wrote " + " and ".join(map(str, paths)))
     _warn_untrained(model)
 
 

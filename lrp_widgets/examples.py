@@ -1,7 +1,8 @@
 """The case-study images (castle, barn, zebra): downloaded once, sha256-checked, cached.
 
 They come from the public ImageNet sample images repository (EliSchwartz/imagenet-sample-images).
-``LRP_WIDGETS_IMAGES`` or the ``folder`` argument points at a local copy instead.
+``LRP_WIDGETS_IMAGES`` or the ``folder`` argument points at a local copy instead;
+``LRP_WIDGETS_IMAGES_URL`` downloads from another base URL (a mirror) instead of ``BASE_URL``.
 
 >>> load_example("zebra", folder="../shared/images").size  # doctest: +SKIP
 (500, 375)
@@ -32,9 +33,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lrp-widgets" / "images"
 
 
-def example_path(name: str, folder: str | Path | None = None, base_url: str = BASE_URL) -> Path:
+def example_path(name: str, folder: str | Path | None = None, base_url: str | None = None) -> Path:
     """The local file of an example: from ``folder`` / ``$LRP_WIDGETS_IMAGES`` if given, else the cache
-    (downloading it there first)."""
+    (downloading it there first from ``base_url`` / ``$LRP_WIDGETS_IMAGES_URL`` / ``BASE_URL``)."""
     if name not in EXAMPLES:
         raise ImageError(f"unknown example '{name}': choose one of {', '.join(EXAMPLES)}")
     filename, _, digest = EXAMPLES[name]
@@ -47,7 +48,8 @@ def example_path(name: str, folder: str | Path | None = None, base_url: str = BA
         return path
     path = cache_dir() / filename
     if not path.is_file():
-        download(base_url + filename, path, digest)
+        base_url = base_url or os.environ.get("LRP_WIDGETS_IMAGES_URL") or BASE_URL
+        download(base_url.rstrip("/") + "/" + filename, path, digest)
     return path
 
 

@@ -117,3 +117,40 @@ def captum_lrp(model: nn.Module, x: torch.Tensor, epsilon: float = 0.25, target:
             module.rule = IdentityRule()
     index = int(model(x).argmax(1)[0]) if target is None else target
     return LRP(model).attribute(x, target=index)
+
+
+def captum_deconvolution(model: nn.Module, layer: str, channel: int, mode: str = "map"
+                         ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Captum's ``NeuronDeconvolution`` of one channel at the output of module ``layer``, in our convention
+    (the start signal holds the rectified activations), as a function of the input batch; the model is
+    copied once.
+
+    ``map``: the callable selector ``½ Σ relu(a)²``, whose gradient is ``relu(a)``; ``max``: the
+    ``(channel, h, w)`` tuple at the maximum in the first image (found with one extra forward pass), whose unit gradient
+    is scaled by the rectified activation there.
+    """
+    import warnings
+
+    from captum.attr import NeuronDeconvolution
+
+    model = peer_model(model)
+    module = model.get_submodule(layer)
+    deconvolution = NeuronDeconvolution(model, module)
+
+    def select(out: torch.Tensor) -> torch.Tensor:
+        return out[:, channel].clamp(min=0).square().reshape(len(out), -1).sum(1) / 2
+
+    def attribute(x: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Captum warns about its ReLU hooks on every call
+            if mode == "map":
+                return deconvolution.attribute(x, select)
+            seen = []
+            hook = module.register_forward_hook(lambda _, __, out: seen.append(out[0, channel]))
+            with torch.no_grad():
+                model(x[:1])
+            hook.remove()
+            position = tuple(int(i) for i in torch.unravel_index(seen[0].argmax(), seen[0].shape))
+            return deconvolution.attribute(x, (channel, *position)) * seen[0].max().clamp(min=0)
+
+    return attribute

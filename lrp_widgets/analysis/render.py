@@ -9,11 +9,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.colors import LinearSegmentedColormap
 from PIL import Image
 
 #: Blue (negative) – white (zero) – red (positive); an odd number of colours puts exact white at 0.
 RELEVANCE_CMAP = LinearSegmentedColormap.from_list("relevance", ["#0000ff", "#ffffff", "#ff0000"], N=257)
+ACTIVATION_CMAP = "inferno"
 
 
 def to_map(relevance) -> np.ndarray:
@@ -48,6 +50,13 @@ def relevance_overlay(image: np.ndarray, relevance, opacity: float = 0.8, cmap=R
     """The heatmap over the image: opaque where relevance is large, the image shows through where it is ~0."""
     scaled = symmetric_scale(to_map(relevance))
     return overlay(image, heatmap_rgb(scaled, cmap), opacity * np.abs(scaled) ** 0.5)
+
+
+def activation_overlay(image: np.ndarray, activation, opacity: float = 0.7, cmap: str = ACTIVATION_CMAP) -> np.ndarray:
+    """An activation map in [0, 1] (H, W) over the image, opaque where it is high."""
+    values = np.clip(to_map(activation), 0.0, 1.0)
+    heat = np.rint(colormaps[cmap](values)[..., :3] * 255).astype(np.uint8)
+    return overlay(image, heat, opacity * values)
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -88,8 +88,8 @@ class Explanation:
             if name in masks:
                 relevance = relevance * masks[name]
             keep = channels.get(name)
-            if keep is not None:
-                kept = relevance[rows, keep]
+            if keep is not None and not isinstance(self.layers[index].module, WEIGHTED):
+                kept = relevance[rows, keep]  # other layers read every channel: zero the rest
                 relevance = torch.zeros_like(relevance)
                 relevance[rows, keep] = kept
             relevance = self.propagators[name](relevance, image, keep)

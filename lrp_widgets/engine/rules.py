@@ -122,14 +122,19 @@ def _backward_channels(layer: nn.Module, s: Tensor, weight: Tensor, channels: Te
                        input_shape: Sequence[int]) -> Tensor:
     """Transpose of the layer for rows whose ``s`` lives in one output channel each.
 
-    ``s`` has shape (N, H, W) (conv) or (N,) (linear): the value of channel ``channels[n]``.
-    A grouped transposed convolution does all N rows at the cost of N single-channel ones.
+    ``s`` has shape (N, H, W) (conv) or (N,) (linear): the value of channel ``channels[n]``. For a
+    stride-1 conv each row is a single-input-channel correlation with its flipped kernel, done for all
+    rows at once as one grouped convolution (group n: 1 input channel → C_in outputs).
     """
     n = s.shape[0]
     rows = weight[channels]
     if isinstance(layer, nn.Linear):
         return s[:, None] * rows
     h_in, w_in = input_shape[-2:]
+    if _flippable(layer):
+        padding = tuple(k - 1 - p for k, p in zip(layer.kernel_size, layer.padding))
+        kernels = rows.flip(2, 3).reshape(-1, 1, *layer.kernel_size)  # (N·C_in, 1, kh, kw)
+        return F.conv2d(s[None], kernels, None, 1, padding, 1, n).reshape(n, -1, h_in, w_in)
     sizes = []
     for size, out, k, st, p, d in zip((h_in, w_in), s.shape[-2:], layer.kernel_size, layer.stride,
                                       layer.padding, layer.dilation):

@@ -1,0 +1,131 @@
+"""Everything derived from one explanation, computed on first use and cached: the graph, the k best
+paths, path heatmaps, threshold sweeps, masked heatmaps, neuron heatmaps and deconvolutions.
+
+Views read from a bundle; a background worker warms it. Nothing here redoes the forward pass or the
+full backward pass.
+
+>>> import warnings, torch
+>>> from PIL import Image
+>>> from lrp_widgets.engine.models import load_model
+>>> with warnings.catch_warnings(record=True):
+...     model = load_model("vgg11", "random")
+>>> bundle = Bundle.explain(model, Image.new("RGB", (64, 64), "gray"))
+>>> len(bundle.paths(k=3)), bundle.graph().layers[-1]
+(3, 'classifier.6')
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..engine.deconv import deconvolve
+from ..engine.images import display_image
+from ..engine.lrp import INPUT, Explanation
+from ..engine.models import LoadedModel
+from ..engine.predict import explain_image, top_predictions
+from .graph import NeuronGraph, neuron_graph
+from .heatmaps import neuron_relevance, path_activation, path_relevance, union_relevance
+from .paths import Path, k_best_paths, path_count
+from .threshold import DEFAULT_ALPHAS, Selection, Sweep, get_optimizer, masked_heatmaps, threshold_sweep
+
+
+@dataclass(eq=False)
+class Bundle:
+    model: LoadedModel
+    image: Image.Image
+    explanation: Explanation
+    top_n: int = 8
+    _cache: dict = field(default_factory=dict, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @classmethod
+    def explain(cls, model: LoadedModel, image: Image.Image, target: int | None = None, preset: str = "paper",
+                top_n: int = 8) -> "Bundle":
+        return cls(model, image, explain_image(model, image, target=target, preset=preset), top_n)
+
+    def _cached(self, key, compute):
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = compute()
+            return self._cache[key]
+
+    @property
+    def target(self) -> int:
+        return int(self.explanation.targets[0])
+
+    @cached_property
+    def picture(self) -> np.ndarray:
+        """The 224×224 crop the model sees, uint8 RGB."""
+        return display_image(self.image)
+
+    @cached_property
+    def predictions(self) -> list[dict]:
+        return top_predictions(self.explanation, self.model, 5)
+
+    @property
+    def input_relevance(self) -> torch.Tensor:
+        return self.explanation.relevances[INPUT][0]
+
+    @property
+    def conv_layers(self) -> list[str]:
+        return [name for name in self.explanation.weighted if self.explanation.activations[name].dim() == 4]
+
+    def graph(self) -> NeuronGraph:
+        return self._cached(("graph", self.top_n), lambda: neuron_graph(self.explanation, self.top_n))
+
+    def paths(self, k: int = 5) -> list[Path]:
+        return self._cached(("paths", self.top_n, k), lambda: k_best_paths(self.graph(), k))
+
+    def path_count(self) -> int:
+        return path_count(self.graph())
+
+    def path_relevance(self, k: int = 5) -> torch.Tensor:
+        """(k, C, H, W): each path on its own."""
+        return self._cached(("path_relevance", k), lambda: path_relevance(self.explanation, self.paths(k)))
+
+    def union_relevance(self, k: int = 5) -> torch.Tensor:
+        """(C, H, W): the union of the k paths."""
+        return self._cached(("union_relevance", k), lambda: union_relevance(self.explanation, self.paths(k))[0])
+
+    def path_activation(self, k: int = 5, path: int | None = None) -> torch.Tensor:
+        """(H, W) in [0, 1]: the k paths' neurons (or one path's)."""
+        def compute():
+            paths = self.paths(k)
+            return path_activation(self.explanation, paths if path is None else [paths[path]])
+        return self._cached(("path_activation", k, path), compute)
+
+    def selection(self, layer: str, alpha: float) -> Selection:
+        return self._cached(("selection", layer, alpha), lambda: get_optimizer(self.explanation, layer, alpha))
+
+    def sweep(self, layer: str) -> Sweep:
+        return self._cached(("sweep", layer), lambda: threshold_sweep(self.explanation, layer, DEFAULT_ALPHAS))
+
+    def has_sweep(self, layer: str) -> bool:
+        return ("sweep", layer) in self._cache
+
+    def masked_relevance(self, layer: str, alpha: float) -> torch.Tensor:
+        """(H, W): the heatmap of the neurons Algorithm 1 keeps at ``layer`` for ``alpha`` (summed over colour);
+        taken from the sweep when it holds this α."""
+        if self.has_sweep(layer) and alpha in self.sweep(layer).alphas:
+            return self.sweep(layer).heatmaps[self.sweep(layer).alphas.index(alpha)]
+        kept = self.selection(layer, alpha).kept[None]
+        return self._cached(("masked", layer, alpha),
+                            lambda: masked_heatmaps(self.explanation, layer, kept)[0].sum(0))
+
+    def neuron_relevance(self, layer: str, index: int) -> torch.Tensor:
+        return self._cached(("neuron_relevance", layer, index),
+                            lambda: neuron_relevance(self.explanation, layer, [index])[0])
+
+    def deconvolution(self, layer: str, index: int) -> torch.Tensor:
+        return self._cached(("deconv", layer, index), lambda: deconvolve(self.explanation, layer, [index])[0])
+
+    def neuron_activation(self, layer: str, index: int) -> torch.Tensor:
+        from .heatmaps import activation_maps
+
+        maps = activation_maps(self.explanation, [(layer, index)])
+        return maps[0] if len(maps) else torch.zeros(self.explanation.inputs.shape[-2:])

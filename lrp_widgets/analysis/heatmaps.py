@@ -1,0 +1,98 @@
+"""Conditional heatmaps (relevance kept only in chosen neurons) and activation heatmaps of paths.
+
+Relevance-based (the paper's Fig. 6): the input relevance when, at every layer of the paths, the
+relevance is kept only in the paths' neurons — each path on its own (one channel-sparse batch) or
+their union (one pass with multi-channel masks). This is zennit-crp's ``CondAttribution`` with
+channel conditions. Activation-based (Fig. 7): the paths' conv neurons' activation maps, rectified,
+upsampled to the image, each scaled to [0, 1], averaged.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..engine.lrp import INPUT, Explanation
+from ..errors import TargetError
+from .paths import Path, path_channels
+
+
+def _start(explanation: Explanation, layer: str, rows: int, image: int) -> torch.Tensor:
+    relevance = explanation.relevances[layer][image:image + 1]
+    return relevance.expand(rows, *relevance.shape[1:])
+
+
+def path_relevance(explanation: Explanation, paths: Sequence[Path], image: int = 0) -> torch.Tensor:
+    """Input relevance conditioned on each path: (len(paths), C, H, W), one channel-sparse batch."""
+    channels = path_channels(list(paths))
+    top = paths[0].nodes[0].layer
+    return explanation.propagate(_start(explanation, top, len(paths), image), top, image=image, channels=channels)
+
+
+def channel_masks(explanation: Explanation, neurons: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
+    """Multi-hot masks (1, C, 1, 1) or (1, C) keeping the given channels of each layer."""
+    masks = {}
+    for layer, indices in neurons.items():
+        shape = explanation.relevances[layer].shape
+        mask = torch.zeros(1, shape[1], device=explanation.inputs.device)
+        if len(indices) and (max(indices) >= shape[1] or min(indices) < 0):
+            raise TargetError(f"layer '{layer}' has channels 0–{shape[1] - 1}, not {max(indices)}")
+        mask[0, list(indices)] = 1
+        masks[layer] = mask.reshape(1, shape[1], *([1] * (len(shape) - 2)))
+    return masks
+
+
+def conditional_relevance(explanation: Explanation, neurons: Mapping[str, Sequence[int]],
+                          image: int = 0) -> torch.Tensor:
+    """Input relevance with the relevance kept only in ``neurons[layer]`` at each given layer: (1, C, H, W)."""
+    masks = channel_masks(explanation, neurons)
+    top = max(masks, key=explanation.names.index)
+    return explanation.propagate(_start(explanation, top, 1, image), top, image=image, masks=masks)
+
+
+def union_relevance(explanation: Explanation, paths: Sequence[Path], image: int = 0) -> torch.Tensor:
+    """Input relevance conditioned on the union of the paths' neurons at every layer: (1, C, H, W)."""
+    neurons: dict[str, set[int]] = {}
+    for path in paths:
+        for node in path.nodes:
+            neurons.setdefault(node.layer, set()).add(node.index)
+    return conditional_relevance(explanation, {layer: sorted(indices) for layer, indices in neurons.items()}, image)
+
+
+def neuron_relevance(explanation: Explanation, layer: str, channels: Sequence[int], image: int = 0) -> torch.Tensor:
+    """Input relevance of single neurons (one row per channel of ``layer``), one channel-sparse batch."""
+    index = torch.tensor(list(channels), device=explanation.inputs.device)
+    size = explanation.relevances[layer].shape[1]
+    if index.numel() and (int(index.max()) >= size or int(index.min()) < 0):
+        raise TargetError(f"layer '{layer}' has channels 0–{size - 1}")
+    return explanation.propagate(_start(explanation, layer, len(index), image), layer, image=image,
+                                 channels={layer: index})
+
+
+def activation_maps(explanation: Explanation, neurons: Sequence[tuple[str, int]], image: int = 0,
+                    size: tuple[int, int] | None = None) -> torch.Tensor:
+    """The rectified activation maps of conv neurons, upsampled to the input and scaled to [0, 1]: (N, H, W).
+    Units of linear layers have no map and are skipped."""
+    size = size or tuple(explanation.inputs.shape[-2:])
+    maps = []
+    for layer, index in neurons:
+        activation = explanation.activations[layer][image]
+        if activation.dim() != 3:
+            continue
+        values = F.relu(activation[index])[None, None]
+        values = F.interpolate(values, size=size, mode="bilinear", align_corners=False)[0, 0]
+        top = values.max()
+        maps.append(values / top if top > 0 else values)
+    return torch.stack(maps) if maps else explanation.inputs.new_zeros(0, *size)
+
+
+def path_activation(explanation: Explanation, paths: Sequence[Path], image: int = 0) -> torch.Tensor:
+    """The mean of the distinct conv neurons' activation maps of the paths, in [0, 1]: (H, W)."""
+    neurons = list(dict.fromkeys((node.layer, node.index) for path in paths for node in path.nodes))
+    maps = activation_maps(explanation, neurons, image)
+    return maps.mean(0) if len(maps) else explanation.inputs.new_zeros(explanation.inputs.shape[-2:])
+
+
+def full_relevance(explanation: Explanation, image: int = 0) -> torch.Tensor:
+    return explanation.relevances[INPUT][image:image + 1]

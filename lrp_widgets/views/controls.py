@@ -1,0 +1,119 @@
+"""ClassSelector (top-5 bar chart; choosing a class re-explains for it), ImagePicker (examples and
+upload) and StatusBar (untrained-weights banner, progress, errors)."""
+from __future__ import annotations
+
+from html import escape
+
+import bqplot
+import ipywidgets as widgets
+
+from ..engine.images import MAX_BYTES, open_image
+from ..engine.models import UNTRAINED_MESSAGE
+from ..errors import LRPWidgetsError
+from ..examples import EXAMPLES, load_example
+from .common import View
+
+
+class ClassSelector(View):
+    observes = ("bundle",)
+
+    def __init__(self, state):
+        x, y = bqplot.OrdinalScale(), bqplot.LinearScale(min=0)
+        self.bars = bqplot.Bars(x=[], y=[], scales={"x": x, "y": y}, colors=["#4c72b0"], interactions={"click": "select"},
+                                selected_style={"fill": "#d62728"})
+        self.bars.observe(self._bar_clicked, "selected")
+        axes = [bqplot.Axis(scale=x, tick_style={"font-size": "9px"}),
+                bqplot.Axis(scale=y, orientation="vertical", tick_format=".1%")]
+        self.chart = bqplot.Figure(marks=[self.bars], axes=axes, title="top-5 predictions (click to explain)",
+                                   title_style={"font-size": "12px"},
+                                   fig_margin={"top": 30, "bottom": 40, "left": 45, "right": 5},
+                                   layout=widgets.Layout(width="340px", height="200px"))
+        self.choice = widgets.Dropdown(description="explain", layout=widgets.Layout(width="330px"))
+        self.choice.observe(self._chosen, "value")
+        self._indices: list[int] = []
+        super().__init__(state, [self.chart, self.choice])
+        self.refresh()
+
+    def refresh(self) -> None:
+        bundle = self.state.bundle
+        if bundle is None:
+            return
+        predictions = bundle.predictions
+        self._indices = [p["index"] for p in predictions]
+        names = [f"{p['name'][:14]} ({p['index']})" for p in predictions]
+        options = [(f"{p['name']} ({p['index']}) {p['probability']:.1%}", p["index"]) for p in predictions]
+        if bundle.target not in self._indices:
+            options.append((f"{bundle.model.category(bundle.target)} ({bundle.target})", bundle.target))
+        with self.bars.hold_sync():
+            self.bars.x = names
+            self.bars.y = [p["probability"] for p in predictions]
+            self.bars.selected = [self._indices.index(bundle.target)] if bundle.target in self._indices else None
+        self.choice.options = options
+        self.choice.value = bundle.target
+
+    def _bar_clicked(self, change) -> None:
+        if change["new"]:
+            self._choose(self._indices[change["new"][0]])
+
+    def _chosen(self, change) -> None:
+        if change["new"] is not None:
+            self._choose(change["new"])
+
+    def _choose(self, index: int) -> None:
+        bundle = self.state.bundle
+        if bundle is not None and index != bundle.target:
+            self.state.target = index
+
+
+class ImagePicker(View):
+    def __init__(self, state, max_bytes: int = MAX_BYTES):
+        self.max_bytes = max_bytes
+        self.examples = widgets.ToggleButtons(options=list(EXAMPLES), value=None, description="example",
+                                              style={"button_width": "70px"})
+        self.examples.observe(self._example, "value")
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload")
+        self.upload.observe(self._uploaded, "value")
+        super().__init__(state, [widgets.HBox([self.examples, self.upload])])
+
+    def _example(self, change) -> None:
+        if change["new"]:
+            self.load(lambda: load_example(change["new"]), change["new"])
+
+    def _uploaded(self, change) -> None:
+        if change["new"]:
+            item = change["new"][0]
+            self.load(lambda: open_image(bytes(item["content"]), self.max_bytes), item["name"])
+
+    def load(self, read, name: str) -> None:
+        """Read an image; on failure say why and keep the current one."""
+        try:
+            image = read()
+        except LRPWidgetsError as error:
+            self.state.error = str(error)
+            return
+        self.state.error = ""
+        self.state.image_name = name
+        self.state.image = image
+
+    def refresh(self) -> None:
+        pass
+
+
+class StatusBar(View):
+    observes = ("pretrained", "busy", "status", "error", "bundle")
+
+    def __init__(self, state):
+        self.banner = widgets.HTML()
+        self.progress = widgets.HTML()
+        self.message = widgets.HTML()
+        super().__init__(state, [self.banner, widgets.HBox([self.progress, self.message])])
+        self.refresh()
+
+    def refresh(self) -> None:
+        state = self.state
+        self.banner.value = ("" if state.pretrained else
+                             f'<div class="lrp-untrained" style="background:#fff3cd;padding:4px 8px;'
+                             f'border:1px solid #e0c36c">⚠ {state.model_name}: {UNTRAINED_MESSAGE}</div>')
+        self.progress.value = (f'<span class="lrp-busy">working: {escape(state.status) or "…"}</span>' if state.busy else "")
+        self.message.value = (f'<div class="lrp-error" style="color:#a00;padding:2px 8px">⚠ {escape(state.error)}</div>'
+                              if state.error else "")

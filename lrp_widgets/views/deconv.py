@@ -1,0 +1,40 @@
+"""DeconvPanel: for the selected neuron, its deconvnet reconstruction and its neuron-conditioned
+relevance heatmap, with the neuron's identity and relevance."""
+from __future__ import annotations
+
+import ipywidgets as widgets
+import numpy as np
+
+from ..analysis.graph import channel_relevance
+from ..analysis.render import relevance_overlay
+from .common import PictureFigure, View
+
+
+def deconvolution_rgb(reconstruction) -> np.ndarray:
+    """A deconvnet image (C, H, W) for display: centred at grey, scaled by its largest magnitude."""
+    values = reconstruction.detach().cpu().numpy().transpose(1, 2, 0)
+    top = np.abs(values).max()
+    values = values / top if top > 0 else values
+    return np.clip(np.rint((values * 0.5 + 0.5) * 255), 0, 255).astype(np.uint8)
+
+
+class DeconvPanel(View):
+    observes = ("bundle", "selected", "opacity")
+
+    def __init__(self, state, size: str = "220px"):
+        self.label = widgets.HTML("click a neuron in the graph")
+        self.deconvolution = PictureFigure("deconvolution", size)
+        self.relevance = PictureFigure("neuron relevance", size)
+        super().__init__(state, [self.label, widgets.HBox([self.deconvolution, self.relevance])])
+        self.refresh()
+
+    def refresh(self) -> None:
+        bundle, selected = self.state.bundle, self.state.selected
+        if bundle is None or not selected:
+            self.label.value = "click a neuron in the graph to see its deconvolution"
+            return
+        layer, index = selected
+        relevance = float(channel_relevance(bundle.explanation, layer)[index])
+        self.label.value = f"<b>{layer}</b> neuron <b>{index}</b>: relevance {relevance:.4g}"
+        self.deconvolution.show(deconvolution_rgb(bundle.deconvolution(layer, index)))
+        self.relevance.show(relevance_overlay(bundle.picture, bundle.neuron_relevance(layer, index), self.state.opacity))

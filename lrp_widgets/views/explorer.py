@@ -1,0 +1,57 @@
+"""The Explorer: every view on one state, laid out to fit a laptop screen.
+
+>>> explorer = Explorer(image="castle", weights="random", background=False)  # doctest: +SKIP
+>>> explorer  # in JupyterLab: the whole app  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import ipywidgets as widgets
+from PIL import Image
+
+from ..engine.images import open_image
+from ..examples import EXAMPLES, load_example
+from .controls import ClassSelector, ImagePicker, StatusBar
+from .deconv import DeconvPanel
+from .graph import LayerGraph
+from .heatmaps import ActivationHeatmap, RelevanceHeatmap
+from .session import Session
+from .state import ExplorerState
+from .threshold import ThresholdSlider
+
+
+class Explorer(widgets.VBox):
+    """All linked views of one explanation. ``image``: an example name, a file, or a PIL image."""
+
+    def __init__(self, model: str = "vgg16", weights: str = "auto", image: str | Path | Image.Image | None = "castle",
+                 background: bool = True, device: str = "cpu"):
+        self.state = ExplorerState(model_name=model, weights=weights)
+        self.session = Session(self.state, background=background, device=device)
+        self.status = StatusBar(self.state)
+        self.picker = ImagePicker(self.state)
+        self.classes = ClassSelector(self.state)
+        self.graph = LayerGraph(self.state)
+        self.relevance = RelevanceHeatmap(self.state)
+        self.activation = ActivationHeatmap(self.state)
+        self.deconv = DeconvPanel(self.state)
+        self.threshold = ThresholdSlider(self.state)
+        top = widgets.HBox([widgets.VBox([self.picker, self.threshold]), self.classes],
+                           layout=widgets.Layout(justify_content="space-between", flex_flow="row wrap"))
+        bottom = widgets.HBox([self.relevance, self.activation, self.deconv],
+                              layout=widgets.Layout(flex_flow="row wrap"))
+        super().__init__([self.status, top, self.graph, bottom],
+                         layout=widgets.Layout(width="100%", max_width="1400px"))
+        self.add_class("lrp-explorer")
+        if image is not None:
+            self.load(image)
+
+    def load(self, image: str | Path | Image.Image) -> None:
+        """Show another image (an example name, a file path or a PIL image)."""
+        if isinstance(image, str) and image in EXAMPLES and not Path(image).exists():
+            if image in self.picker.examples.options:
+                self.picker.examples.value = image
+                return
+            self.picker.load(lambda: load_example(image), image)
+        else:
+            self.picker.load(lambda: open_image(image), getattr(image, "name", str(image)))
