@@ -38,6 +38,20 @@ def test_equals_captum_neuron_deconvolution(vgg16, castle, explanation, layer, m
     assert (ours - theirs).abs().max() <= 1e-4 * theirs.abs().max()
 
 
+def test_strides_padding_pools_and_linear_equal_captum():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                          nn.Conv2d(4, 6, 3, padding=2, dilation=2), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
+                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Dropout(), nn.Linear(24, 8), nn.ReLU(),
+                          nn.Linear(8, 3)).eval()
+    x = torch.randn(1, 3, 23, 22)
+    explanation = Explainer(model, "epsilon").explain(x)
+    for layer, channel in [("3", 2), ("9", int(explanation.activations["9"].argmax()))]:
+        ours = deconvolve(explanation, layer, [channel])
+        theirs = captum_deconvolution(model, layer, channel)(x)
+        assert theirs.abs().max() > 0 and torch.allclose(ours, theirs, atol=1e-6 * theirs.abs().max())
+
+
 def test_batched_equals_one_at_a_time(explanation):
     channels = strongest(explanation, "features.14", 3) + [0]
     for mode in ("map", "max"):

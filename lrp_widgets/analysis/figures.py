@@ -76,7 +76,7 @@ NODE_GRAY = "#7f7f7f"
 NEGATIVE_BLUE = "#1f77b4"
 
 
-def save_png(figure, path: Path, dpi: int = 80, max_bytes: int = 200_000) -> Path:
+def save_png(figure, path: Path, dpi: int = 80, max_bytes: int = 180_000) -> Path:
     """Save ``figure`` as a PNG and close it; a file over ``max_bytes`` is re-saved with a palette of 256,
     128 or 64 colours, the most that fits."""
     from PIL import Image
@@ -92,6 +92,27 @@ def save_png(figure, path: Path, dpi: int = 80, max_bytes: int = 200_000) -> Pat
             break
         rgb.quantize(colours).save(path, optimize=True)
     return path
+
+
+def figure_png(figure, dpi: int = 80) -> bytes:
+    """The figure as PNG bytes (then closed): for ``IPython.display.Image(data=...)`` whatever the backend."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def weights_banner(model: LoadedModel) -> str:
+    """An HTML warning banner when ``model`` is not pretrained, else ``""``."""
+    if model.pretrained:
+        return ""
+    return ('<div style="background:#fff3cd;border:2px solid #d39e00;border-radius:4px;padding:8px 12px;'
+            f'color:#5c4300"><b>⚠ {model.name} runs on RANDOM (untrained) weights</b>, not the ImageNet ones '
+            '(<code>weights="auto"</code> falls back to them when those cannot be downloaded): the explanations '
+            'show how LRP works, not what a trained network sees. Every figure title says which weights made '
+            'it.</div>')
 
 
 def path_edges(paths) -> list[set[tuple[str, str]]]:

@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import TargetError
 from .lrp import Explainer, Explanation
-from .rules import _backward, _backward_channels
+from .rules import _backward_channels
 
 MODES = ("map", "max")
 
@@ -91,8 +92,13 @@ def _down(module: nn.Module, signal: Tensor, shape: tuple[int, ...], switches: T
     """One deconvnet step: the signal at the layer's output → at its input (of ``shape``)."""
     if isinstance(module, nn.ReLU):
         return signal.relu_()  # the signal is always a fresh tensor
-    if isinstance(module, (nn.Conv2d, nn.Linear)):
-        return _backward(module, signal, module.weight, shape)
+    if isinstance(module, nn.Linear):
+        return signal @ module.weight
+    if isinstance(module, nn.Conv2d):  # the transposed convolution: on CPU as fast as a flipped conv, no copies
+        extra = [size - ((out - 1) * s - 2 * p + d * (k - 1) + 1) for size, out, k, s, p, d in
+                 zip(shape[2:], signal.shape[2:], module.kernel_size, module.stride, module.padding, module.dilation)]
+        return F.conv_transpose2d(signal, module.weight, None, module.stride, module.padding, extra, module.groups,
+                                  module.dilation)
     if isinstance(module, nn.MaxPool2d):
         flat = signal.new_zeros(shape[0], shape[1], shape[2] * shape[3])
         flat.scatter_add_(2, switches[image:image + 1].flatten(2).expand(shape[0], -1, -1), signal.flatten(2))

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..analysis.graph import channel_relevance
 from ..analysis.render import relevance_overlay
-from .common import PictureFigure, View
+from .common import BLANK, PictureFigure, View
 
 
 def deconvolution_rgb(reconstruction) -> np.ndarray:
@@ -32,9 +32,12 @@ class DeconvPanel(View):
         bundle, selected = self.state.bundle, self.state.selected
         if bundle is None or not selected:
             self.label.value = "click a neuron in the graph to see its deconvolution"
+            if bundle is not None:
+                self.deconvolution.show(BLANK)
+                self.relevance.show(BLANK)
             return
         layer, index = selected
         relevance = float(channel_relevance(bundle.explanation, layer)[index])
-        self.label.value = f"<b>{layer}</b> neuron <b>{index}</b>: relevance {relevance:.4g}"
+        self.label.value = f"selected: <b>{layer}</b> neuron <b>{index}</b>, relevance {relevance:.4g}"
         self.deconvolution.show(deconvolution_rgb(bundle.deconvolution(layer, index)))
         self.relevance.show(relevance_overlay(bundle.picture, bundle.neuron_relevance(layer, index), self.state.opacity))

@@ -2,7 +2,8 @@
 
 Nodes are sized by |relevance| and coloured by its sign; edge width follows the flow; the k best
 paths are red, the longest thicker. At the α layer the neurons Algorithm 1 drops are faded.
-Hovering shows a node's layer, index and relevance; clicking selects the neuron.
+Column headers name the layers; the α layer's says how many neurons α keeps. Hovering shows a
+node's layer, index and relevance; clicking selects the neuron.
 """
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ STYLE = [
                                    "label": "data(label)", "font-size": 9, "text-valign": "bottom",
                                    "border-width": 1, "border-color": "#555"}},
     {"selector": "node.dropped", "style": {"opacity": 0.25}},
+    {"selector": "node.header", "style": {"shape": "round-rectangle", "width": 70, "height": 16,
+                                          "background-color": "#eee", "text-valign": "center", "font-size": 8,
+                                          "border-width": 0}},
+    {"selector": "node.header.alpha-layer", "style": {"background-color": "#ffd966", "font-weight": "bold"}},
     {"selector": "node.selected-neuron", "style": {"border-width": 4, "border-color": "#000"}},
     {"selector": "edge", "style": {"width": "data(width)", "line-color": "#9aa7b8", "opacity": 0.5,
                                    "curve-style": "straight"}},
@@ -59,6 +64,9 @@ class LayerGraph(View):
         top = max((abs(n.relevance) for layer in graph.layers for n in graph.nodes[layer]), default=1.0) or 1.0
         nodes = []
         for column, layer in enumerate(graph.layers):
+            nodes.append({"data": {"id": f"header:{layer}", "layer": layer, "label": layer, "size": 16,
+                                   "colour": "#eee"}, "classes": "header",
+                          "position": {"x": column * COLUMN, "y": -ROW}})
             for row, node in enumerate(graph.nodes[layer]):
                 label = bundle.model.category(node.index) if layer == graph.layers[-1] else str(node.index)
                 nodes.append({"data": {"id": node.id, "layer": layer, "index": node.index, "relevance": node.relevance,
@@ -109,15 +117,28 @@ class LayerGraph(View):
         kept = bundle.selection(state.layer, state.alpha).kept if state.layer in bundle.explanation.relevances else None
         selected = f"{state.selected[0]}:{state.selected[1]}" if state.selected else ""
         for node in self.cytoscape.graph.nodes:
+            if "index" not in node.data:  # a column header: the α layer's shows how many neurons α keeps
+                here = node.data["layer"] == state.layer and kept is not None
+                label = f"{state.layer}: {int(kept.sum())}/{kept.numel()} kept" if here else node.data["layer"]
+                self._set(node, "header alpha-layer" if here else "header", label)
+                continue
             dropped = kept is not None and node.data["layer"] == state.layer and not bool(kept[node.data["index"]])
-            classes = ("dropped " if dropped else "") + ("selected-neuron" if node.data["id"] == selected else "")
-            if node.classes.strip() != classes.strip():
-                node.classes = classes
+            self._set(node, ("dropped " if dropped else "") + ("selected-neuron" if node.data["id"] == selected else ""))
+
+    @staticmethod
+    def _set(node, classes: str, label: str | None = None) -> None:
+        if node.classes.strip() != classes.strip():
+            node.classes = classes
+        if label is not None and node.data.get("label") != label:
+            node.data = {**node.data, "label": label}
 
     def _clicked(self, node: dict) -> None:
         data = node["data"]
-        self.state.selected = (data["layer"], int(data["index"]))
+        if "index" in data:
+            self.state.selected = (data["layer"], int(data["index"]))
 
     def _hovered(self, node: dict) -> None:
         data = node["data"]
-        self.hover.value = f"<b>{data['layer']}</b> neuron {data['index']}: relevance {data['relevance']:.4g}"
+        if "index" not in data:
+            return
+        self.hover.value = f"hover: <b>{data['layer']}</b> #{data['index']}, relevance {data['relevance']:.4g}"

@@ -46,7 +46,8 @@ class RelevanceHeatmap(_Heatmap):
     def __init__(self, state, size: str = "260px"):
         super().__init__(state, "relevance", [("full explanation", "full"), ("selection (α)", "selection"),
                                               ("k paths", "paths")], size)
-        widgets.link((self.mode, "value"), (state, "heatmap_mode"))
+        self.mode.value = state.heatmap_mode
+        widgets.link((state, "heatmap_mode"), (self.mode, "value"))
         self.refresh()
 
     def relevance(self):

@@ -91,12 +91,13 @@ class Session:
     def _explain_job(self, generation: int) -> None:
         state = self.state
         model = self.model(state.model_name, state.weights)
-        key = (image_key(state.image), state.target, model.name, model.weights, state.top_n)
-        bundle = self.bundles.get(key)
+        image = image_key(state.image)
+        bundle = self.bundles.get((image, state.target, model.name, model.weights, state.top_n))
         if bundle is None:
             state.status = f"explaining {state.image_name or 'the image'} with {model.name}…"
             bundle = Bundle.explain(model, state.image, state.target, top_n=state.top_n)
-            self.bundles[key] = bundle
+            for target in {state.target, bundle.target}:  # the top-1 is also its own class
+                self.bundles[image, target, model.name, model.weights, state.top_n] = bundle
         if not self._current(generation):
             return
         state.pretrained = model.pretrained

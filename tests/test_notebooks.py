@@ -1,0 +1,89 @@
+"""The notebooks run top to bottom in the venv's ``python3`` kernel (nbclient) without a cell error; the case
+study shows its figures, saves them as small PNGs and, on random weights, says so in a banner."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import IMAGES
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+REQUIRED = ("case_study.ipynb", "tutorial.ipynb")
+ALL = sorted(set(REQUIRED) | {path.name for path in NOTEBOOKS.glob("*.ipynb")})
+BANNER = "RANDOM (untrained) weights"
+MAX_PNG_BYTES = 200_000
+CELL_TIMEOUT_S = 600
+
+_executed: dict[str, tuple[object, Path]] = {}
+
+
+def execute(name: str, scratch: Path):
+    """Run ``notebooks/<name>`` once per session (cwd: notebooks/, figures to ``scratch``), return it and
+    the figure folder."""
+    if name not in _executed:
+        path = NOTEBOOKS / name
+        assert path.is_file(), f"notebooks/{name} is missing"
+        notebook = nbformat.read(path, as_version=4)
+        figures = scratch / "figures"
+        with pytest.MonkeyPatch.context() as patch:  # the kernel inherits this environment
+            patch.setenv("LRP_WIDGETS_IMAGES", str(IMAGES))
+            patch.setenv("LRP_WIDGETS_FIGURES", str(figures))
+            patch.setenv("MPLBACKEND", "Agg")
+            patch.setenv("MPLCONFIGDIR", str(scratch / "matplotlib"))
+            patch.setenv("PATH", str(Path(sys.executable).parent), prepend=":")
+            client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                                             resources={"metadata": {"path": str(NOTEBOOKS)}})
+            client.execute()
+        _executed[name] = notebook, figures
+    return _executed[name]
+
+
+def outputs(notebook) -> list[dict]:
+    return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+
+
+def imagenet_weights_cached() -> bool:
+    import torch
+    from torchvision.models import VGG16_Weights
+
+    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG16_Weights.IMAGENET1K_V1.url).name).is_file()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_notebook_runs_without_errors(name, tmp_path_factory):
+    notebook, _ = execute(name, tmp_path_factory.mktemp(name.removesuffix(".ipynb")))
+    errors = [output for output in outputs(notebook) if output.output_type == "error"]
+    assert not errors, errors
+
+
+def test_notebooks_are_saved_without_outputs():
+    for name in ALL:
+        notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+        code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        assert all(not cell.outputs and cell.execution_count is None for cell in code), f"{name} holds outputs"
+
+
+def test_case_study_shows_and_saves_its_figures(tmp_path_factory):
+    notebook, figures = execute("case_study.ipynb", tmp_path_factory.mktemp("case_study"))
+    images = [output for output in outputs(notebook) if "image/png" in output.get("data", {})]
+    assert len(images) >= 12  # Figs. 5, 6, 7 and the threshold sweep for castle, barn and zebra
+    saved = sorted(figures.glob("*.png"))
+    kinds = {path.name.split("_")[0] for path in saved}
+    assert kinds == {"fig5", "fig6", "fig7", "threshold"} and len(saved) == 12, [p.name for p in saved]
+    too_big = [(path.name, path.stat().st_size) for path in saved if path.stat().st_size >= MAX_PNG_BYTES]
+    assert not too_big
+
+
+def test_case_study_banner_says_when_weights_are_random(tmp_path_factory):
+    notebook, _ = execute("case_study.ipynb", tmp_path_factory.mktemp("case_study"))
+    html = " ".join(str(output.get("data", {}).get("text/html", "")) for output in outputs(notebook))
+    pretrained = imagenet_weights_cached()  # after the run: "auto" would have downloaded them if it could
+    assert (BANNER in html) != pretrained
+    if not pretrained:
+        text = " ".join(str(output.get("text", "")) for output in outputs(notebook))
+        assert "RANDOM (untrained) weights" in text  # the printed results name the weights too
