@@ -10,7 +10,8 @@ import importlib
 
 from .common import machine, save, table
 
-SUITES = {"lrp": "bench.lrp_speed", "deconv": "bench.deconv_speed"}
+SUITES = {"lrp": "bench.lrp_speed", "deconv": "bench.deconv_speed", "paths": "bench.paths_speed",
+          "views": "bench.views_speed", "app": "bench.app_speed"}
 
 
 def main() -> None:

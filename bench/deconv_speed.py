@@ -1,4 +1,4 @@
-"""Issue 7: the deconvnet of one channel from a stored forward pass, the same with its forward pass,
+"""Issue 3 (deconvnet): one channel from a stored forward pass, the same with its forward pass,
 and Captum's NeuronDeconvolution of the same neuron.
 
 VGG16, batch 1 (the castle), the strongest channel at ``features.28`` and ``features.14``, the whole

@@ -19,7 +19,16 @@ from .conftest import CASTLE
 def test_explain_writes_relevance_heatmap_and_summary(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["explain", str(CASTLE), "--weights", "random", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["heatmap.png", "relevance.npy", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["graph.json", "heatmap.png", "path_activation.png",
+                                                     "path_relevance.png", "paths.json", "relevance.npy",
+                                                     "summary.json", "threshold.json", "threshold.png"]
+    paths = json.loads((out / "paths.json").read_text())
+    assert paths["k"] == 5 and paths["n"] == 8 ** 15 and len(paths["paths"]) == 5
+    assert paths["paths"][0]["nodes"][0][0] == "classifier.6" and len(paths["paths"][0]["nodes"]) == 16
+    graph = json.loads((out / "graph.json").read_text())
+    assert len(graph["nodes"]) == 8 * 15 + 1 and {"source", "target", "weight"} <= set(graph["edges"][0]["data"])
+    sweep = json.loads((out / "threshold.json").read_text())
+    assert sweep["layer"] == "features.28" and len(sweep["alphas"]) == 20 and "alpha" in sweep["optimal"]
     relevance = np.load(out / "relevance.npy")
     assert relevance.shape == (3, 224, 224) and relevance.dtype == np.float32
     summary = json.loads((out / "summary.json").read_text())
@@ -61,6 +70,7 @@ def bad_inputs(tmp_path):
         ([image, "--weights", str(evil)], "not a weights file that can be loaded safely"),
         ([image, "--weights", str(tmp_path / "none.pth")], "does not exist"),
         ([image, "--target", "1000"], "out of range"),
+        ([image, "--layer", "features.99"], "unknown layer 'features.99'"),
     ]
 
 

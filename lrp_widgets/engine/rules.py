@@ -99,18 +99,17 @@ def _forward(layer: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -
 
 
 def _backward(layer: nn.Module, s: Tensor, weight: Tensor, input_shape: Sequence[int]) -> Tensor:
-    """The transpose of the layer's linear map applied to ``s`` (dense).
-
-    A stride-1 convolution's transpose is a convolution with the flipped, transposed kernel, which
-    runs faster than the generic backward-by-input on CPU.
-    """
+    """The transpose of the layer's linear map applied to ``s`` (dense)."""
     if isinstance(layer, nn.Linear):
         return s @ weight
-    if _flippable(layer):
-        padding = tuple(k - 1 - p for k, p in zip(layer.kernel_size, layer.padding))
-        return F.conv2d(s, weight.transpose(0, 1).flip(2, 3), None, 1, padding)
-    return torch.nn.grad.conv2d_input(list(input_shape), weight, s, layer.stride, layer.padding,
-                                      layer.dilation, layer.groups)
+    return F.conv_transpose2d(s, weight, None, layer.stride, layer.padding,
+                              _output_padding(layer, s.shape[-2:], input_shape[-2:]), layer.groups, layer.dilation)
+
+
+def _output_padding(layer: nn.Conv2d, out_size: Sequence[int], in_size: Sequence[int]) -> tuple[int, int]:
+    """What a transposed convolution must add to give back the input size."""
+    return tuple(size - ((out - 1) * st - 2 * p + d * (k - 1) + 1) for size, out, k, st, p, d in
+                 zip(in_size, out_size, layer.kernel_size, layer.stride, layer.padding, layer.dilation))
 
 
 def _flippable(layer: nn.Conv2d) -> bool:
@@ -135,12 +134,8 @@ def _backward_channels(layer: nn.Module, s: Tensor, weight: Tensor, channels: Te
         padding = tuple(k - 1 - p for k, p in zip(layer.kernel_size, layer.padding))
         kernels = rows.flip(2, 3).reshape(-1, 1, *layer.kernel_size)  # (N·C_in, 1, kh, kw)
         return F.conv2d(s[None], kernels, None, 1, padding, 1, n).reshape(n, -1, h_in, w_in)
-    sizes = []
-    for size, out, k, st, p, d in zip((h_in, w_in), s.shape[-2:], layer.kernel_size, layer.stride,
-                                      layer.padding, layer.dilation):
-        sizes.append(size - ((out - 1) * st - 2 * p + d * (k - 1) + 1))
     c = F.conv_transpose2d(s.reshape(1, n, *s.shape[-2:]), rows, None, layer.stride, layer.padding,
-                           tuple(sizes), n, layer.dilation)
+                           _output_padding(layer, s.shape[-2:], (h_in, w_in)), n, layer.dilation)
     return c.reshape(n, -1, h_in, w_in)
 
 

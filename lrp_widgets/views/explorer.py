@@ -31,11 +31,12 @@ class Explorer(widgets.VBox):
         self.status = StatusBar(self.state)
         self.picker = ImagePicker(self.state)
         self.classes = ClassSelector(self.state)
-        self.graph = LayerGraph(self.state)
+        # views observe in creation order: the relevance heatmap first, the graph (computed on first use) last
         self.relevance = RelevanceHeatmap(self.state)
         self.activation = ActivationHeatmap(self.state)
         self.deconv = DeconvPanel(self.state)
         self.threshold = ThresholdSlider(self.state)
+        self.graph = LayerGraph(self.state)
         top = widgets.HBox([widgets.VBox([self.picker, self.threshold]), self.classes],
                            layout=widgets.Layout(justify_content="space-between", flex_flow="row wrap"))
         bottom = widgets.HBox([self.relevance, self.activation, self.deconv],
