@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from .common import machine, save, table
+from .common import machine, report, save, table
 
 SUITES = {"lrp": "bench.lrp_speed", "deconv": "bench.deconv_speed", "paths": "bench.paths_speed",
-          "views": "bench.views_speed", "app": "bench.app_speed"}
+          "views": "bench.views_speed", "app": "bench.app_speed", "users": "bench.users_speed"}
 
 
 def main() -> None:
@@ -19,12 +19,17 @@ def main() -> None:
     parser.add_argument("suites", nargs="*", default=list(SUITES), choices=list(SUITES))
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--report", action="store_true", help="only rewrite docs/benchmarks.md from bench/results")
     args = parser.parse_args()
+    if args.report:
+        print("wrote", report())
+        return
     print(machine())
     for name in args.suites:
         rows = importlib.import_module(SUITES[name]).run(repeat=3 if args.quick else 7, threads=args.threads)
         print(table(rows))
         print("wrote", save(rows, name))
+    print("wrote", report())
 
 
 if __name__ == "__main__":

@@ -2,13 +2,11 @@
 visible (weights cached; here: random weights), and from a slider move to the updated heatmap visible."""
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
 import time
 
-from lrp_widgets.app import voila_command
-from tests.test_app_browser import CHROMIUM, figure_png, free_port
+from lrp_widgets.app import running_app
+from tests.test_app_browser import CHROMIUM, figure_png
 
 from .common import Row
 from .models import IMAGES
@@ -19,38 +17,30 @@ BLANK_TITLE = "relevance"
 def run(repeat: int = 5, threads: int = 2, device: str = "cpu") -> list[Row]:
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    env = dict(os.environ, LRP_WIDGETS_WEIGHTS="random", LRP_WIDGETS_IMAGES=str(IMAGES), OMP_NUM_THREADS=str(threads))
-    server = subprocess.Popen(voila_command(port, browser=False), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    time.sleep(3)
+    env = {"LRP_WIDGETS_WEIGHTS": "random", "LRP_WIDGETS_IMAGES": str(IMAGES), "OMP_NUM_THREADS": str(threads)}
     first, moves = [], []
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                        "--disable-background-networking"])
-            for attempt in range(min(repeat, 3)):
-                page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    with running_app(env) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                                                    "--disable-background-networking"])
+        for _ in range(min(repeat, 3)):
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            start = time.perf_counter()
+            page.goto(url, timeout=120_000)
+            page.wait_for_function("""() => [...document.querySelectorAll('.bqplot .mainheading')]
+                .some(t => t.textContent.startsWith('relevance:'))""", timeout=120_000)
+            first.append(time.perf_counter() - start)
+            page.wait_for_function("() => document.body.innerText.includes('optimal α')", timeout=120_000)
+            handle = page.locator(".widget-slider .noUi-handle").first
+            handle.focus()
+            for _ in range(max(repeat, 10)):
+                before = figure_png(page, BLANK_TITLE)
                 start = time.perf_counter()
-                page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
-                page.wait_for_function("""() => [...document.querySelectorAll('.bqplot .mainheading')]
-                    .some(t => t.textContent.startsWith('relevance:'))""", timeout=120_000)
-                first.append(time.perf_counter() - start)
-                page.wait_for_function("() => document.body.innerText.includes('optimal α')", timeout=120_000)
-                handle = page.locator(".widget-slider .noUi-handle").first
-                handle.focus()
-                for _ in range(max(repeat, 10)):
-                    before = figure_png(page, BLANK_TITLE)
-                    start = time.perf_counter()
-                    handle.press("ArrowLeft" if len(moves) % 12 < 6 else "ArrowRight")
-                    while figure_png(page, BLANK_TITLE) == before and time.perf_counter() - start < 10:
-                        page.wait_for_timeout(5)
-                    moves.append(time.perf_counter() - start)
-                page.close()
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(10)
+                handle.press("ArrowLeft" if len(moves) % 12 < 6 else "ArrowRight")
+                while figure_png(page, BLANK_TITLE) == before and time.perf_counter() - start < 10:
+                    page.wait_for_timeout(5)
+                moves.append(time.perf_counter() - start)
+            page.close()
+        browser.close()
     rows = [Row("app", "page request → first heatmap", statistics.median(first), len(first), target="≤ 8 s"),
             Row("app", "slider move → heatmap visible", statistics.median(moves), len(moves), target="≤ 150 ms")]
     for row in rows:

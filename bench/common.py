@@ -102,9 +102,15 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         ratio = f"{row.ratio:.2f}×" if row.ratio is not None else ""
         peak = f"{row.peak_mb:.0f}" if row.peak_mb is not None else ""
-        lines.append(f"| {row.suite} | {row.case} | {row.median_s * 1000:.1f} ms | {ratio} | {row.baseline or ''} "
+        lines.append(f"| {row.suite} | {row.case} | {_duration(row.median_s)} | {ratio} | {row.baseline or ''} "
                      f"| {peak} | {row.target} |")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds == 0:
+        return ""
+    return f"{seconds:.1f} s" if seconds >= 10 else f"{seconds * 1000:.1f} ms"
 
 
 def compare(rows: list[Row], case: str, baseline: str, target: str = "") -> None:
@@ -119,3 +125,21 @@ def save(rows: list[Row], name: str) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), "rows": [asdict(r) for r in rows]}, indent=2))
     return path
+
+
+DOCS = Path(__file__).parents[1] / "docs" / "benchmarks.md"
+INTRO = Path(__file__).parent / "intro.md"
+
+
+def report() -> Path:
+    """docs/benchmarks.md: bench/intro.md, then every suite's latest table with the machine it ran on."""
+    parts = [INTRO.read_text().rstrip(), ""]
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        rows = [Row(**row) for row in data["rows"]]
+        info = data["machine"]
+        where = info.get("gpu") or f"{info['cpu']}, {info['threads']} threads"
+        parts += [f"## {path.stem}", "", f"`python -m bench {path.stem}` — torch {info['torch']}, {where}", "",
+                  table(rows), ""]
+    DOCS.write_text("\n".join(parts))
+    return DOCS

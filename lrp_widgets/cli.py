@@ -67,13 +67,16 @@ def _app_parser(commands) -> None:
     app.add_argument("--weights", default="auto", help="imagenet, random, auto or a state-dict file")
     app.add_argument("--model", default="vgg16", choices=MODELS)
     app.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    app.add_argument("--max-kernels", type=int, default=8, help="most visitors (kernels) at once; 0 = no limit")
+    app.add_argument("--device", default="cpu", help="cpu or cuda")
     app.set_defaults(run=lambda args: sys.exit(serve_app(args)))
 
 
 def serve_app(args: argparse.Namespace) -> int:
     from .app import serve
 
-    return serve(args.port, args.weights, args.model, browser=not args.no_browser)
+    return serve(args.port, args.weights, args.model, browser=not args.no_browser, max_kernels=args.max_kernels,
+                 device=args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:

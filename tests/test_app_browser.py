@@ -2,16 +2,12 @@
 started here on a free port. Screenshots go to test-artifacts/ for a person to look at."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from lrp_widgets.app import voila_command
+from lrp_widgets.app import running_app
 
 from .conftest import IMAGES
 
@@ -32,34 +28,12 @@ CYTOSCAPE = """() => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    env = dict(os.environ, LRP_WIDGETS_WEIGHTS="random", LRP_WIDGETS_IMAGES=str(IMAGES))
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "voila.log", "w")
-    process = subprocess.Popen(voila_command(port, browser=False), env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("voila did not start")
-    yield url
-    process.terminate()
-    process.wait(10)
-    log.close()
+    env = {"LRP_WIDGETS_WEIGHTS": "random", "LRP_WIDGETS_IMAGES": str(IMAGES)}
+    with open(ARTIFACTS / "voila.log", "w") as log, running_app(env, log=log) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

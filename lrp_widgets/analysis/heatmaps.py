@@ -25,7 +25,7 @@ def _start(explanation: Explanation, layer: str, rows: int, image: int) -> torch
 
 def path_relevance(explanation: Explanation, paths: Sequence[Path], image: int = 0) -> torch.Tensor:
     """Input relevance conditioned on each path: (len(paths), C, H, W), one channel-sparse batch."""
-    channels = path_channels(list(paths))
+    channels = path_channels(list(paths), explanation.inputs.device)
     top = paths[0].nodes[0].layer
     return explanation.propagate(_start(explanation, top, len(paths), image), top, image=image, channels=channels)
 

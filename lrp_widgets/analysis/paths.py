@@ -56,7 +56,8 @@ def path_count(graph: NeuronGraph) -> int:
     return math.prod(len(graph.nodes[layer]) for layer in graph.layers)
 
 
-def path_channels(paths: list[Path]) -> dict[str, torch.Tensor]:
+def path_channels(paths: list[Path], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Per layer, the channel of each path (one row per path): the channel-sparse conditions."""
     layers = [node.layer for node in paths[0].nodes]
-    return {layer: torch.tensor([path.nodes[i].index for path in paths]) for i, layer in enumerate(layers)}
+    return {layer: torch.tensor([path.nodes[i].index for path in paths], device=device)
+            for i, layer in enumerate(layers)}

@@ -99,14 +99,17 @@ class Sweep:
         return {"kept_fraction": self.kept_fraction[i], "mse": self.mse[i], "smape": self.smape[i]}
 
 
-def masked_heatmaps(explanation: Explanation, layer: str, kept: torch.Tensor, image: int = 0) -> torch.Tensor:
+def masked_heatmaps(explanation: Explanation, layer: str, kept: torch.Tensor, image: int = 0,
+                    chunk: int = 4) -> torch.Tensor:
     """Input relevance with the relevance at ``layer`` kept only where ``kept`` (B, C) is true:
-    (B, C_in, H, W), one batched pass; identical masks are propagated once."""
+    (B, C_in, H, W), in batches of ``chunk`` masks (bounding the memory a pass needs); identical masks
+    are propagated once."""
     unique, inverse = torch.unique(kept, dim=0, return_inverse=True)
     relevance = explanation.relevances[layer][image:image + 1]
     masks = unique.to(relevance.dtype).reshape(len(unique), -1, *([1] * (relevance.dim() - 2)))
-    start = relevance.expand(len(unique), *relevance.shape[1:])
-    return explanation.propagate(start, layer, image=image, masks={layer: masks})[inverse]
+    parts = [explanation.propagate(relevance.expand(len(part), *relevance.shape[1:]), layer, image=image,
+                                   masks={layer: part}) for part in masks.split(chunk)]
+    return torch.cat(parts)[inverse]
 
 
 def threshold_sweep(explanation: Explanation, layer: str, alphas=DEFAULT_ALPHAS, image: int = 0) -> Sweep:

@@ -31,7 +31,7 @@ def record(model: nn.Module, x: Tensor) -> Explanation:
     :func:`deconvolve` needs, at the cost of the forward pass alone."""
     explainer = Explainer(model)
     x = x.to(explainer.device)
-    activations, indices = explainer.forward(x)
+    activations, indices, _ = explainer.forward(x)
     logits = activations[explainer.layers[-1].name]
     return Explanation(explainer.layers, x, logits, logits.argmax(1), activations, {}, {}, indices)
 

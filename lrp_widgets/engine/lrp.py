@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import TargetError
+from ..errors import ImageError, TargetError
 from .composites import Composite, get_composite
 from .network import WEIGHTED, Layer, layer_sequence
 from .rules import Propagator
@@ -30,7 +30,8 @@ class Explanation:
     """Activations and relevances at every layer of one batch, and the propagators that made them.
 
     ``activations[name]`` / ``relevances[name]`` are a layer's output and the relevance there;
-    ``relevances["input"]`` is the input relevance. ReLU/Dropout layers share their input's relevance.
+    ``relevances["input"]`` is the input relevance. ReLU/Dropout layers share their input's relevance;
+    a Conv2d/Linear layer followed by a ReLU shares the ReLU's (rectified) output.
     """
 
     layers: list[Layer]
@@ -103,41 +104,49 @@ class Explainer:
 
     def __init__(self, model: nn.Module, composite: Composite | str = "paper"):
         self.layers = layer_sequence(model)
+        self.names = [layer.name for layer in self.layers]
         self.composite = get_composite(composite) if isinstance(composite, str) else composite
         self.rules = self.composite.rules(self.layers)
         parameter = next(model.parameters(), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")
 
-    def forward(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Every layer's output and the max-pool switches."""
-        activations, indices = {}, {}
+    def forward(self, x: Tensor, bind: bool = False) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Propagator]]:
+        """Every layer's output, the max-pool switches and (``bind``) each layer's propagator.
+
+        A ReLU right after a Conv2d/Linear layer rectifies that layer's output in place, so both names
+        share the rectified tensor; rules that need the pre-activation (LRP-ε) keep their own z.
+        """
+        activations, indices, propagators = {}, {}, {}
+        previous = None
         for layer in self.layers:
-            module = layer.module
+            module, a = layer.module, x
             if isinstance(module, nn.ReLU):
-                x = F.relu(x)
+                x = F.relu_(x) if isinstance(previous, WEIGHTED) else F.relu(x)
             elif isinstance(module, nn.MaxPool2d):
                 x, indices[layer.name] = F.max_pool2d(x, module.kernel_size, module.stride, module.padding,
                                                       module.dilation, module.ceil_mode, return_indices=True)
             else:
                 x = module(x)
+            if bind:
+                out = (x, indices[layer.name]) if layer.name in indices else x
+                propagators[layer.name] = self.rules[layer.name].bind(module, a, out)
             activations[layer.name] = x
-        return activations, indices
+            previous = module
+        return activations, indices, propagators
 
     @torch.no_grad()
     def explain(self, x: Tensor, target: int | Sequence[int] | Tensor | None = None) -> Explanation:
         """Explain a batch ``x`` (N, C, H, W) for ``target`` (one class for all, one per image, or the top-1)."""
         x = x.to(self.device)
-        activations, indices = self.forward(x)
+        if not torch.isfinite(x).all():
+            raise ImageError("the input holds NaN or infinite values: nothing to explain")
+        activations, indices, propagators = self.forward(x, bind=True)
         logits = activations[self.layers[-1].name]
         targets = self._targets(target, logits)
         relevance = torch.zeros_like(logits)
         relevance.scatter_(1, targets[:, None], logits.gather(1, targets[:, None]))
-        relevances, propagators = {}, {}
-        for index in range(len(self.layers) - 1, -1, -1):
-            name, module = self.layers[index]
-            a = x if index == 0 else activations[self.layers[index - 1].name]
-            out = (activations[name], indices[name]) if name in indices else activations[name]
-            propagators[name] = self.rules[name].bind(module, a, out)
+        relevances = {}
+        for name in reversed(self.names):
             relevances[name] = relevance
             relevance = propagators[name](relevance)
         relevances[INPUT] = relevance

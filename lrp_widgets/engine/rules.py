@@ -154,7 +154,8 @@ class LinearRule(Rule):
         params = [(t.sign, t.input, t.modify(layer.weight, "weight"),
                    None if layer.bias is None else t.modify(layer.bias, "bias")) for t in terms]
         if len(terms) == 1 and terms[0].modify is _identity and terms[0].input is a:
-            z = out  # the stored forward output is exactly this rule's z
+            # the forward output is exactly this rule's z; copied, since a following ReLU rectifies it in place
+            z = out if self.stabilizer > 0 else out.clone()
         else:
             z = _signed_sum([(sign, _forward(layer, x, w, b)) for sign, x, w, b in params])
         z = stabilize(z, self.stabilizer)
