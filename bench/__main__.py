@@ -16,7 +16,7 @@ SUITES = {"lrp": "bench.lrp_speed", "deconv": "bench.deconv_speed", "paths": "be
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("suites", nargs="*", default=list(SUITES), choices=list(SUITES))
+    parser.add_argument("suites", nargs="*", choices=[*SUITES, []], help="default: every suite")
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report", action="store_true", help="only rewrite docs/benchmarks.md from bench/results")
@@ -25,7 +25,7 @@ def main() -> None:
         print("wrote", report())
         return
     print(machine())
-    for name in args.suites:
+    for name in args.suites or list(SUITES):
         rows = importlib.import_module(SUITES[name]).run(repeat=3 if args.quick else 7, threads=args.threads)
         print(table(rows))
         print("wrote", save(rows, name))

@@ -15,5 +15,5 @@ class BoundedKernelManager(AsyncMappingKernelManager):
 
     async def start_kernel(self, *args, **kwargs):
         if self.max_kernels and len(self.list_kernel_ids()) >= self.max_kernels:
-            raise web.HTTPError(503, f"the server is full ({self.max_kernels} visitors): try again in a few minutes")
+            raise web.HTTPError(503, reason=f"The server is full ({self.max_kernels} visitors), try again in a few minutes")
         return await super().start_kernel(*args, **kwargs)

@@ -21,4 +21,4 @@ def test_a_visitor_beyond_max_kernels_gets_a_clear_503():
             urllib.request.urlopen(url, timeout=300)
             raise AssertionError("the second visitor got a kernel")
         except urllib.error.HTTPError as error:
-            assert error.code == 503 and "server is full" in error.read().decode()
+            assert error.code == 503 and "server is full" in error.read().decode().lower()
