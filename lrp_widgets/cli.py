@@ -1,7 +1,8 @@
 """The ``lrp-widgets`` command line.
 
-    lrp-widgets explain IMAGE [--weights imagenet|random|PATH] [--model vgg16] [--target CLASS] [--out DIR]
+    lrp-widgets explain IMAGE [--weights imagenet|random|auto|PATH] [--model vgg16] [--target CLASS] [--out DIR] …
     lrp-widgets deconv IMAGE --layer NAME --channel C [--weights …] [--mode map|max] --out FILE.png [--npy FILE.npy]
+    lrp-widgets app [--port N] [--weights …] [--no-browser] [--max-kernels N] [--device cpu|cuda]
 
 Bad input prints one line on stderr and exits with status 2; nothing is written then.
 """
@@ -22,15 +23,20 @@ from .errors import LRPWidgetsError, TargetError
 EXIT_BAD_INPUT = 2
 
 
+def _model_arguments(parser: argparse.ArgumentParser, weights: str = "imagenet") -> None:
+    from .engine.models import MODELS
+
+    parser.add_argument("--model", default="vgg16", choices=MODELS)
+    parser.add_argument("--weights", default=weights,
+                        help="imagenet, random, auto (imagenet if available, else random) or a state-dict file")
+
+
 def _explain_parser(commands) -> None:
     from .engine.composites import PRESETS
-    from .engine.models import MODELS
 
     explain = commands.add_parser("explain", help="explain one image: relevance.npy, heatmap.png, summary.json")
     explain.add_argument("image", help="any image file Pillow can read, or castle, barn, zebra")
-    explain.add_argument("--model", default="vgg16", choices=MODELS)
-    explain.add_argument("--weights", default="imagenet",
-                         help="imagenet, random, auto (imagenet if available, else random) or a state-dict file")
+    _model_arguments(explain)
     explain.add_argument("--target", type=int, default=None, help="class index to explain (default: top-1)")
     explain.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="rule preset")
     explain.add_argument("--maxpool", default="winner", choices=("winner", "average"))
@@ -43,15 +49,12 @@ def _explain_parser(commands) -> None:
 
 def _deconv_parser(commands) -> None:
     from .engine.deconv import MODES
-    from .engine.models import MODELS
 
     deconv = commands.add_parser("deconv", help="deconvnet reconstruction of one channel: a PNG (and .npy)")
     deconv.add_argument("image", help="any image file Pillow can read, or castle, barn, zebra")
     deconv.add_argument("--layer", required=True, help="layer name, e.g. features.28")
     deconv.add_argument("--channel", type=int, required=True, help="channel (feature map) of that layer")
-    deconv.add_argument("--model", default="vgg16", choices=MODELS)
-    deconv.add_argument("--weights", default="imagenet",
-                        help="imagenet, random, auto (imagenet if available, else random) or a state-dict file")
+    _model_arguments(deconv)
     deconv.add_argument("--mode", default="map", choices=MODES,
                         help="start from the whole feature map or only its maximum")
     deconv.add_argument("--out", required=True, help="PNG file: the image and the reconstruction")
@@ -60,12 +63,9 @@ def _deconv_parser(commands) -> None:
 
 
 def _app_parser(commands) -> None:
-    from .engine.models import MODELS
-
     app = commands.add_parser("app", help="serve the Explorer as a Voila dashboard")
     app.add_argument("--port", type=int, default=None)
-    app.add_argument("--weights", default="auto", help="imagenet, random, auto or a state-dict file")
-    app.add_argument("--model", default="vgg16", choices=MODELS)
+    _model_arguments(app, weights="auto")
     app.add_argument("--no-browser", action="store_true", help="do not open a browser")
     app.add_argument("--max-kernels", type=int, default=8, help="most visitors (kernels) at once; 0 = no limit")
     app.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -164,7 +164,7 @@ def run_deconv(args: argparse.Namespace) -> None:
     import numpy as np
     from PIL import Image
 
-    from .analysis.render import symmetric_scale
+    from .analysis.render import deconvolution_rgb
     from .engine.deconv import deconvolve, record
     from .engine.images import display_image, preprocess
 
@@ -172,8 +172,7 @@ def run_deconv(args: argparse.Namespace) -> None:
     model = _load(args.model, args.weights)
     explanation = record(model.module, preprocess(image)[None])
     reconstruction = deconvolve(explanation, args.layer, [args.channel], mode=args.mode)[0].cpu().numpy()
-    shown = np.rint(127.5 + 127.5 * symmetric_scale(reconstruction.transpose(1, 2, 0))).astype(np.uint8)
-    pair = np.concatenate([display_image(image), shown], axis=1)  # zero is mid-grey
+    pair = np.concatenate([display_image(image), deconvolution_rgb(reconstruction)], axis=1)  # zero is mid-grey
     paths = [Path(args.out)] + ([Path(args.npy)] if args.npy else [])
     with staged_files(*paths) as scratch:
         Image.fromarray(pair).save(scratch[0], format="PNG")

@@ -29,7 +29,7 @@ from ..engine.lrp import INPUT, Explanation
 from ..engine.models import LoadedModel
 from ..engine.predict import explain_image, top_predictions
 from .graph import NeuronGraph, neuron_graph
-from .heatmaps import neuron_relevance, path_activation, path_relevance, union_relevance
+from .heatmaps import activation_maps, neuron_relevance, path_activation, path_relevance, union_relevance
 from .paths import Path, k_best_paths, path_count
 from .threshold import DEFAULT_ALPHAS, Selection, Sweep, get_optimizer, masked_heatmaps, threshold_sweep
 
@@ -81,6 +81,9 @@ class Bundle:
     def paths(self, k: int = 5) -> list[Path]:
         return self._cached(("paths", self.top_n, k), lambda: k_best_paths(self.graph(), k))
 
+    def has_paths(self, k: int) -> bool:
+        return ("paths", self.top_n, k) in self._cache
+
     def path_count(self) -> int:
         return path_count(self.graph())
 
@@ -125,7 +128,5 @@ class Bundle:
         return self._cached(("deconv", layer, index), lambda: deconvolve(self.explanation, layer, [index])[0])
 
     def neuron_activation(self, layer: str, index: int) -> torch.Tensor:
-        from .heatmaps import activation_maps
-
         maps = activation_maps(self.explanation, [(layer, index)])
         return maps[0] if len(maps) else torch.zeros(self.explanation.inputs.shape[-2:])

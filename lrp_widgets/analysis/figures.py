@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 
 from ..engine.lrp import INPUT, Explanation  # noqa: E402
 from ..engine.models import LoadedModel  # noqa: E402
-from .render import RELEVANCE_CMAP, relevance_overlay, symmetric_scale, to_map  # noqa: E402
+from .render import RELEVANCE_CMAP, deconvolution_rgb, relevance_overlay, symmetric_scale, to_map  # noqa: E402
 
 
 def model_label(model: LoadedModel) -> str:
@@ -193,17 +193,6 @@ def prediction_bars(predictions: list[dict], ax=None, highlight: int | None = No
     return ax
 
 
-def deconv_rgb(reconstruction, percentile: float = 99.5) -> np.ndarray:
-    """A deconvnet reconstruction (3, H, W) as a uint8 image: zero is mid-gray, ± the ``percentile`` of
-    |values| are black/white per colour (all zero: plain gray)."""
-    values = reconstruction.detach().cpu().double().numpy() if hasattr(reconstruction, "detach") else \
-        np.asarray(reconstruction, dtype=np.float64)
-    values = values.transpose(1, 2, 0)
-    scale = float(np.percentile(np.abs(values), percentile))
-    scaled = 0.5 + values / (2 * scale) if scale > 0 else np.full_like(values, 0.5)
-    return np.rint(scaled.clip(0, 1) * 255).astype(np.uint8)
-
-
 def block_ends(explanation: Explanation) -> list[str]:
     """The last Conv2d before each max-pool (VGG16: features.2, 7, 14, 21, 28)."""
     from torch import nn
@@ -226,7 +215,7 @@ def back_predictions(explanation: Explanation, path, layers: list[str] | None = 
 
     layers = layers if layers is not None else block_ends(explanation)
     nodes = [node for node in reversed(path.nodes) if node.layer in layers]
-    return [(node.id, deconv_rgb(deconvolve(explanation, node.layer, [node.index], mode=mode)[0]))
+    return [(node.id, deconvolution_rgb(deconvolve(explanation, node.layer, [node.index], mode=mode)[0]))
             for node in nodes]
 
 

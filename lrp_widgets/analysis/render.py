@@ -59,6 +59,17 @@ def activation_overlay(image: np.ndarray, activation, opacity: float = 0.7, cmap
     return overlay(image, heat, opacity * values)
 
 
+def deconvolution_rgb(reconstruction, percentile: float = 99.5) -> np.ndarray:
+    """A deconvnet reconstruction (3, H, W) as uint8 (H, W, 3): zero is mid-grey, ± the ``percentile`` of
+    |values| are black / white per colour (all zero: plain grey)."""
+    values = reconstruction.detach().cpu().double().numpy() if hasattr(reconstruction, "detach") else \
+        np.asarray(reconstruction, dtype=np.float64)
+    values = values.transpose(1, 2, 0)
+    scale = float(np.percentile(np.abs(values), percentile))
+    scaled = 0.5 + values / (2 * scale) if scale > 0 else np.full_like(values, 0.5)
+    return np.rint(scaled.clip(0, 1) * 255).astype(np.uint8)
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     """uint8 (H, W[, 3|4]) → PNG bytes."""
     buffer = io.BytesIO()

@@ -3,19 +3,9 @@ relevance heatmap, with the neuron's identity and relevance."""
 from __future__ import annotations
 
 import ipywidgets as widgets
-import numpy as np
-
 from ..analysis.graph import channel_relevance
-from ..analysis.render import relevance_overlay
+from ..analysis.render import deconvolution_rgb, relevance_overlay
 from .common import BLANK, PictureFigure, View
-
-
-def deconvolution_rgb(reconstruction) -> np.ndarray:
-    """A deconvnet image (C, H, W) for display: centred at grey, scaled by its largest magnitude."""
-    values = reconstruction.detach().cpu().numpy().transpose(1, 2, 0)
-    top = np.abs(values).max()
-    values = values / top if top > 0 else values
-    return np.clip(np.rint((values * 0.5 + 0.5) * 255), 0, 255).astype(np.uint8)
 
 
 class DeconvPanel(View):

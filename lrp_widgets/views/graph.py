@@ -98,7 +98,7 @@ class LayerGraph(View):
     def _highlight(self, bundle) -> None:
         state = self.state
         path_edges, longest = set(), set()
-        if state.paths_revision and ("paths", bundle.top_n, state.k) in bundle._cache:
+        if state.paths_revision and bundle.has_paths(state.k):
             for rank, path in enumerate(bundle.paths(state.k)):
                 pairs = {(u.id, v.id) for u, v in zip(path.nodes, path.nodes[1:])}
                 path_edges |= pairs

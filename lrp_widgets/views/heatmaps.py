@@ -37,7 +37,7 @@ class _Heatmap(View):
             self.mode.value = current
 
     def _paths_ready(self, bundle) -> bool:
-        return ("paths", bundle.top_n, self.state.k) in bundle._cache and self.state.paths_revision > 0
+        return bundle.has_paths(self.state.k) and self.state.paths_revision > 0
 
 
 class RelevanceHeatmap(_Heatmap):

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 from ..analysis.bundle import Bundle
-from ..engine.models import UNTRAINED_MESSAGE, LoadedModel, UntrainedWeightsWarning, load_model
+from ..engine.models import LoadedModel, UntrainedWeightsWarning, load_model
 from ..errors import LRPWidgetsError
 from .state import ExplorerState
 
@@ -168,5 +168,3 @@ class Session:
                 self.models[key] = load_model(name, weights, progress=False, device=self.device)
         return self.models[key]
 
-
-__all__ = ["Session", "UNTRAINED_MESSAGE"]
