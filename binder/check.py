@@ -10,14 +10,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import http.server
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import threading
 import tomllib
 import urllib.error
 import urllib.parse
@@ -28,7 +26,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from lrp_widgets.examples import EXAMPLES
+from lrp_widgets.examples import EXAMPLES, mirror
 
 BINDER = Path(__file__).resolve().parent
 ROOT = BINDER.parent
@@ -185,31 +183,6 @@ def check_executable() -> str:
     if not os.access(path, os.X_OK) or not path.read_text().startswith("#!"):
         raise Fail("needs a '#!' line and the executable bit (chmod +x binder/postBuild)")
     return path.read_text().splitlines()[0]
-
-
-@contextlib.contextmanager
-def mirror(folder: Path):
-    """Serve ``folder`` on 127.0.0.1 (a free port); yields the URL and the list of paths requested."""
-    served = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(folder), **kwargs)
-
-        def do_GET(self):
-            served.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/", served
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def torch_home() -> str:

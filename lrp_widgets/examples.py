@@ -9,11 +9,15 @@ They come from the public ImageNet sample images repository (EliSchwartz/imagene
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.server
 import os
 import tempfile
+import threading
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 from PIL import Image
 
@@ -70,7 +74,11 @@ def download(url: str, path: Path, digest: str) -> None:
     _check(data, digest, url)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as part:
-        part.write(data)
+        try:
+            part.write(data)
+        except OSError as error:  # a full disk: leave nothing half-written behind
+            Path(part.name).unlink(missing_ok=True)
+            raise ImageError(f"could not save {path.name} to {path.parent} ({error})") from None
     Path(part.name).replace(path)
 
 
@@ -78,3 +86,29 @@ def _check(data: bytes, digest: str, source: str) -> None:
     actual = hashlib.sha256(data).hexdigest()
     if actual != digest:
         raise ImageError(f"{source} has sha256 {actual[:12]}…, expected {digest[:12]}…: refusing it")
+
+
+@contextlib.contextmanager
+def mirror(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """Serve ``folder`` on 127.0.0.1 (a free port) as a local mirror for ``LRP_WIDGETS_IMAGES_URL``;
+    yields its URL and the list of paths requested (offline builds, checks and tests)."""
+    served: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def do_GET(self):
+            served.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/", served
+    finally:
+        server.shutdown()
+        server.server_close()

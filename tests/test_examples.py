@@ -1,16 +1,15 @@
 """The case-study images: from a local folder, or downloaded (sha256-checked, cached) from a mirror."""
+import contextlib
 import hashlib
-import http.server
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from lrp_widgets.errors import ImageError
-from lrp_widgets.examples import EXAMPLES, example_path, load_example
+from lrp_widgets.examples import EXAMPLES, example_path, load_example, mirror
 
 from .conftest import IMAGES
 
@@ -28,32 +27,13 @@ def cache(tmp_path, monkeypatch):
 @pytest.fixture
 def serve(monkeypatch):
     """serve(folder) starts a mirror of ``folder`` for LRP_WIDGETS_IMAGES_URL; returns the paths it is asked for."""
-    servers = []
+    with contextlib.ExitStack() as stack:
+        def start(folder: Path) -> list[str]:
+            url, requested = stack.enter_context(mirror(folder))
+            monkeypatch.setenv("LRP_WIDGETS_IMAGES_URL", url)
+            return requested
 
-    def start(folder: Path) -> list[str]:
-        requested = []
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, directory=str(folder), **kwargs)
-
-            def do_GET(self):
-                requested.append(self.path)
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        monkeypatch.setenv("LRP_WIDGETS_IMAGES_URL", f"http://127.0.0.1:{server.server_port}")
-        return requested
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield start
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
