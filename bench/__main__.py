@@ -2,6 +2,7 @@
 
     python -m bench                # every suite
     python -m bench lrp --quick    # one suite, fewer repeats
+    python -m bench lrp paths deconv --device cuda   # on a GPU (results: bench/results/SUITE-cuda.json)
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def main() -> None:
     parser.add_argument("suites", nargs="*", choices=[*SUITES, []], help="default: every suite")
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (lrp: batch 1 and 64 there)")
     parser.add_argument("--report", action="store_true", help="only rewrite docs/benchmarks.md from bench/results")
     args = parser.parse_args()
     if args.report:
@@ -26,9 +28,10 @@ def main() -> None:
         return
     print(machine())
     for name in args.suites or list(SUITES):
-        rows = importlib.import_module(SUITES[name]).run(repeat=3 if args.quick else 7, threads=args.threads)
+        rows = importlib.import_module(SUITES[name]).run(repeat=3 if args.quick else 7, threads=args.threads,
+                                                         device=args.device)
         print(table(rows))
-        print("wrote", save(rows, name))
+        print("wrote", save(rows, name if args.device == "cpu" else f"{name}-{args.device}"))
     print("wrote", report())
 
 

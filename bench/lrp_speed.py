@@ -42,7 +42,8 @@ def peak(case: str, size: str, threads: str) -> float:
     return peak_extra_mb(fn)
 
 
-def run(sizes=(1, 8), repeat: int = 5, threads: int = 2, device: str = "cpu") -> list[Row]:
+def run(repeat: int = 5, threads: int = 2, device: str = "cpu", sizes: tuple[int, ...] | None = None) -> list[Row]:
+    sizes = sizes or ((1, 8) if device == "cpu" else (1, 64))
     torch.set_num_threads(threads)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rows = []

@@ -35,6 +35,7 @@ def crp(model, x):
 def run(repeat: int = 5, threads: int = 2, device: str = "cpu") -> list[Row]:
     torch.set_num_threads(threads)
     model, x = vgg16(device), batch(1, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     explainer = Explainer(model)
     explanation = explainer.explain(x)
     graph = neuron_graph(explanation, 8)
@@ -56,7 +57,7 @@ def run(repeat: int = 5, threads: int = 2, device: str = "cpu") -> list[Row]:
     }
     rows = []
     for case, fn in cases.items():
-        seconds = median_time(fn, repeat)
+        seconds = median_time(fn, repeat, sync=sync)
         rows.append(Row("paths b1", case, seconds, repeat))
         print(f"{'paths b1':10s} {case:26s} {seconds * 1000:8.1f} ms", flush=True)
     compare(rows, "graph top-8, 16 layers", "explanation", "≤ 2×")
