@@ -17,12 +17,15 @@ SUITES = {"lrp": "bench.lrp_speed", "deconv": "bench.deconv_speed", "paths": "be
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("suites", nargs="*", choices=[*SUITES, []], help="default: every suite")
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"any of {', '.join(SUITES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (lrp: batch 1 and 64 there)")
     parser.add_argument("--report", action="store_true", help="only rewrite docs/benchmarks.md from bench/results")
     args = parser.parse_args()
+    unknown = sorted(set(args.suites) - set(SUITES))
+    if unknown:
+        parser.error(f"unknown suite {', '.join(unknown)}: choose from {', '.join(SUITES)}")
     if args.report:
         print("wrote", report())
         return
