@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..engine.lrp import INPUT, Explanation
+from ..engine.lrp import Explanation
 from ..errors import TargetError
 from .paths import Path, path_channels
 
@@ -93,6 +93,3 @@ def path_activation(explanation: Explanation, paths: Sequence[Path], image: int 
     maps = activation_maps(explanation, neurons, image)
     return maps.mean(0) if len(maps) else explanation.inputs.new_zeros(explanation.inputs.shape[-2:])
 
-
-def full_relevance(explanation: Explanation, image: int = 0) -> torch.Tensor:
-    return explanation.relevances[INPUT][image:image + 1]

@@ -83,7 +83,3 @@ def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach(), requires_grad=False)
     return fused
 
-
-def weighted_layers(layers: list[Layer]) -> list[str]:
-    """Names of the Conv2d / Linear layers, input to output."""
-    return [layer.name for layer in layers if isinstance(layer.module, WEIGHTED)]
