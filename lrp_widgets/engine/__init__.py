@@ -6,6 +6,6 @@ from .lrp import INPUT, Explainer, Explanation
 from .models import MODELS, LoadedModel, UntrainedWeightsWarning, load_model
 from .rules import RULES, Epsilon, Gamma, Pass, Proportional, WinnerTakesAll, ZBox, Zero, ZPlus
 
-__all__ = ["PRESETS", "Composite", "get_composite", "deconvolve", "record", "open_image", "preprocess", "INPUT", "Explainer",
-           "Explanation", "MODELS", "LoadedModel", "UntrainedWeightsWarning", "load_model", "RULES", "Epsilon",
+__all__ = ["PRESETS", "Composite", "get_composite", "deconvolve", "record", "open_image", "preprocess", "INPUT",
+           "Explainer", "Explanation", "MODELS", "LoadedModel", "UntrainedWeightsWarning", "load_model", "RULES", "Epsilon",
            "Gamma", "Pass", "Proportional", "WinnerTakesAll", "ZBox", "Zero", "ZPlus"]

@@ -15,12 +15,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import TargetError
 from .lrp import Explainer, Explanation
-from .rules import _backward_channels
+from .rules import transpose, transpose_channels, unpool
 
 MODES = ("map", "max")
 
@@ -44,7 +43,7 @@ def deconvolve(explanation: Explanation, layer: str, channels: int | Sequence[in
 
     The start signal holds the channel's activations as the following ReLU passes them on
     (rectified, as in Zeiler & Fergus), every other feature map zero: the whole map (``mode="map"``)
-    or only its maximum (``mode="max"``, at the maximum of the activation before the ReLU).
+    or only its maximum (``mode="max"``).
     Any layer can be the start; for a Linear layer a channel is one unit and both modes agree.
     Equal to Captum's ``NeuronDeconvolution`` at the layer with the selector ``½ Σ relu(a)²`` (map) or the
     ``(channel, h, w)`` tuple of the maximum, times its rectified activation (max).
@@ -74,7 +73,7 @@ def deconvolve(explanation: Explanation, layer: str, channels: int | Sequence[in
     module = explanation.layers[index].module
     if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1):
         # one output channel per row: a grouped transposed convolution costs one channel per row
-        signal = _backward_channels(module, values, module.weight, channels, _shape(explanation, layer, n))
+        signal = transpose_channels(module, values, module.weight, channels, _shape(explanation, layer, n))
     else:
         signal = out.new_zeros(n, *out.shape)
         signal[torch.arange(n, device=out.device), channels] = values
@@ -92,17 +91,10 @@ def _down(module: nn.Module, signal: Tensor, shape: tuple[int, ...], switches: T
     """One deconvnet step: the signal at the layer's output → at its input (of ``shape``)."""
     if isinstance(module, nn.ReLU):
         return signal.relu_()  # the signal is always a fresh tensor
-    if isinstance(module, nn.Linear):
-        return signal @ module.weight
-    if isinstance(module, nn.Conv2d):  # the transposed convolution: on CPU as fast as a flipped conv, no copies
-        extra = [size - ((out - 1) * s - 2 * p + d * (k - 1) + 1) for size, out, k, s, p, d in
-                 zip(shape[2:], signal.shape[2:], module.kernel_size, module.stride, module.padding, module.dilation)]
-        return F.conv_transpose2d(signal, module.weight, None, module.stride, module.padding, extra, module.groups,
-                                  module.dilation)
+    if isinstance(module, (nn.Linear, nn.Conv2d)):  # the transpose with the layer's own weights, no bias
+        return transpose(module, signal, module.weight, shape)
     if isinstance(module, nn.MaxPool2d):
-        flat = signal.new_zeros(shape[0], shape[1], shape[2] * shape[3])
-        flat.scatter_add_(2, switches[image:image + 1].flatten(2).expand(shape[0], -1, -1), signal.flatten(2))
-        return flat.reshape(shape)
+        return unpool(signal, switches[image:image + 1], shape)
     if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
         x = signal.new_zeros(shape).requires_grad_()
         with torch.enable_grad():

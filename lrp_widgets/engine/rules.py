@@ -98,7 +98,7 @@ def _forward(layer: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -
     return F.linear(x, weight, bias)
 
 
-def _backward(layer: nn.Module, s: Tensor, weight: Tensor, input_shape: Sequence[int]) -> Tensor:
+def transpose(layer: nn.Module, s: Tensor, weight: Tensor, input_shape: Sequence[int]) -> Tensor:
     """The transpose of the layer's linear map applied to ``s`` (dense)."""
     if isinstance(layer, nn.Linear):
         return s @ weight
@@ -117,7 +117,7 @@ def _flippable(layer: nn.Conv2d) -> bool:
             and isinstance(layer.padding, tuple) and all(k - 1 - p >= 0 for k, p in zip(layer.kernel_size, layer.padding)))
 
 
-def _backward_channels(layer: nn.Module, s: Tensor, weight: Tensor, channels: Tensor,
+def transpose_channels(layer: nn.Module, s: Tensor, weight: Tensor, channels: Tensor,
                        input_shape: Sequence[int]) -> Tensor:
     """Transpose of the layer for rows whose ``s`` lives in one output channel each.
 
@@ -169,10 +169,10 @@ class LinearRule(Rule):
                 rows = torch.arange(relevance.shape[0], device=relevance.device)
                 zc = zi[0, channels] if zi.shape[0] == 1 else zi[rows, channels]
                 s = divide(relevance[rows, channels], zc)
-                return _signed_sum([(sign, _backward_channels(layer, s, w, channels, shape).mul_(_select(x, image)))
+                return _signed_sum([(sign, transpose_channels(layer, s, w, channels, shape).mul_(_select(x, image)))
                                     for sign, x, w, _ in params])
             s = divide(relevance, zi)
-            return _signed_sum([(sign, _backward(layer, s, w, shape).mul_(_select(x, image)))
+            return _signed_sum([(sign, transpose(layer, s, w, shape).mul_(_select(x, image)))
                                 for sign, x, w, _ in params])
 
         return propagate
@@ -266,15 +266,17 @@ class WinnerTakesAll(Rule):
     """
 
     def bind(self, layer: nn.Module, a: Tensor, out: Tensor) -> Propagator:
-        indices = out[1].flatten(2)
+        indices = out[1]
+        return lambda relevance, image=None, channels=None: unpool(relevance, _select(indices, image), a.shape)
 
-        def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> Tensor:
-            idx = _select(indices, image).expand(relevance.shape[0], -1, -1)
-            flat = relevance.new_zeros(relevance.shape[0], a.shape[1], a.shape[2] * a.shape[3])
-            flat.scatter_add_(2, idx, relevance.flatten(2))
-            return flat.reshape(relevance.shape[0], *a.shape[1:])
 
-        return propagate
+def unpool(values: Tensor, switches: Tensor, input_shape: Sequence[int]) -> Tensor:
+    """Max-unpooling: each window's value goes to the input position its switch names; values of
+    overlapping windows add up. ``switches`` (1 or N, C, H, W) are the indices of the forward pass."""
+    n = values.shape[0]
+    flat = values.new_zeros(n, input_shape[1], input_shape[2] * input_shape[3])
+    flat.scatter_add_(2, switches.flatten(2).expand(n, -1, -1), values.flatten(2))
+    return flat.reshape(n, *input_shape[1:])
 
 
 @dataclass(frozen=True)
