@@ -115,6 +115,9 @@ def test_bad_upload_shows_a_message_and_keeps_the_explanation(explorer):
                                      "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
     assert "not an image" in state.error and state.bundle is bundle
     assert "lrp-error" in explorer.status.message.value
+    state.k = 4  # a job that finishes afterwards leaves the message in place
+    assert "not an image" in state.error
+    state.k = 5
     explorer.picker.examples.value = "zebra"
     assert state.error == "" and state.image_name == "zebra" and state.bundle is not bundle
 

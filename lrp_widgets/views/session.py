@@ -76,8 +76,6 @@ class Session:
         state.busy = True
         try:
             job(generation)
-            if self._current(generation):
-                state.error = ""
         except LRPWidgetsError as error:
             state.error = str(error)
         except Exception as error:  # noqa: BLE001 - the user gets one line, the log gets the traceback
@@ -86,7 +84,7 @@ class Session:
         finally:
             if self._current(generation):
                 state.busy = False
-                state.status = "" if not state.error else state.status
+                state.status = ""
             _release_freed_memory()
 
     def wait(self) -> None:
@@ -116,9 +114,12 @@ class Session:
             self._forget_old_bundles()
         if not self._current(generation):
             return
+        state.error = ""  # a new explanation replaces whatever went wrong before
         state.pretrained = model.pretrained
         if state.layer not in bundle.conv_layers:
-            state.layer = bundle.conv_layers[-1]
+            with state.hold_trait_notifications():  # no sweep of the old explanation at the new layer
+                state.layer = bundle.conv_layers[-1]
+                state.bundle = bundle
         state.sweep_ready = bundle.has_sweep(state.layer)
         state.selected = ()
         state.bundle = bundle
@@ -156,7 +157,6 @@ class Session:
         bundle.sweep(layer)
         if bundle is self.state.bundle and layer == self.state.layer:
             self.state.sweep_ready = True
-        self.state.status = ""
 
     # models ---------------------------------------------------------------------------------------
     def model(self, name: str, weights: str) -> LoadedModel:
