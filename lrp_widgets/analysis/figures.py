@@ -115,11 +115,6 @@ def weights_banner(model: LoadedModel) -> str:
             'it.</div>')
 
 
-def path_edges(paths) -> list[set[tuple[str, str]]]:
-    """Per path, its edges as (upper node id, lower node id) pairs."""
-    return [{(u.id, v.id) for u, v in zip(p.nodes, p.nodes[1:])} for p in paths]
-
-
 def draw_neuron_graph(graph, paths=(), ax=None, title: str | None = None, labels: bool = True):
     """The neuron graph: layers as columns (input side left, class right), each layer's kept nodes
     top-down by relevance, node area ∝ |relevance| (scaled per layer), edge width ∝ |flow| (scaled per
@@ -133,7 +128,7 @@ def draw_neuron_graph(graph, paths=(), ax=None, title: str | None = None, labels
         nodes = graph.nodes[layer]
         for rank, node in enumerate(nodes):
             position[node.id] = (x, (len(nodes) - 1) / 2 - rank)
-    on_path = path_edges(paths)
+    on_path = [path.edges for path in paths]
     best, others = (on_path[0], set().union(*on_path[1:])) if on_path else (set(), set())
     plain, colours, widths, red, light = [], [], [], [], []
     for upper, lower in zip(graph.layers[:0:-1], graph.layers[-2::-1]):

@@ -26,6 +26,11 @@ class Path:
     def as_pairs(self) -> list[list]:
         return [[node.layer, node.index] for node in self.nodes]
 
+    @property
+    def edges(self) -> set[tuple[str, str]]:
+        """Its edges as (upper node id, lower node id)."""
+        return {(u.id, v.id) for u, v in zip(self.nodes, self.nodes[1:])}
+
 
 def best_paths(flows: list[list[list[float]]], k: int) -> list[tuple[float, list[int]]]:
     """The k highest-scoring paths through a layered graph, as (score, [position per layer]).

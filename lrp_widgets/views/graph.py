@@ -100,10 +100,9 @@ class LayerGraph(View):
         path_edges, longest = set(), set()
         if state.paths_revision and bundle.has_paths(state.k):
             for rank, path in enumerate(bundle.paths(state.k)):
-                pairs = {(u.id, v.id) for u, v in zip(path.nodes, path.nodes[1:])}
-                path_edges |= pairs
+                path_edges |= path.edges
                 if rank == 0:
-                    longest = pairs
+                    longest = path.edges
         missing = [pair for pair in path_edges if f"{pair[0]}->{pair[1]}" not in self._edge_ids]
         if missing:
             self.cytoscape.graph.add_graph_from_json(
