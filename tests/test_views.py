@@ -1,16 +1,22 @@
-"""Every link between the views, at the Python level: set a trait, check what each view now holds."""
+"""Every link between the views, at the Python level: change an input, check what each view now shows
+against the published result and against a fresh explanation of the same request."""
+import asyncio
 import datetime
 import io
+import random
+import threading
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from lrp_widgets.analysis.render import relevance_overlay
-from lrp_widgets.views import (ActivationHeatmap, DeconvPanel, Explorer, ExplorerState, RelevanceHeatmap, Session,
-                               ThresholdSlider)
+from lrp_widgets.analysis.bundle import Bundle
+from lrp_widgets.analysis.render import deconvolution_rgb, relevance_overlay
+from lrp_widgets.views import (ActivationHeatmap, DeconvPanel, Explorer, ExplorerState, LayerGraph, RelevanceHeatmap,
+                               Session, ThresholdSlider)
 
-from .conftest import CASTLE
+from .conftest import CASTLE, IMAGES
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +24,8 @@ def explorer():
     return Explorer(weights="random", image=str(CASTLE), background=False)
 
 
-def png_of(figure) -> bytes:
-    return figure.png
+def decoded(figure) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(figure.png)).convert("RGB"))
 
 
 def click(explorer, layer, index):
@@ -29,85 +35,132 @@ def click(explorer, layer, index):
                                                                 "index": index}}}, [])
 
 
+def red_edges(explorer) -> set[str]:
+    return {e.data["id"] for e in explorer.graph.cytoscape.graph.edges if "path" in e.classes.split()}
+
+
+def path_edge_ids(paths) -> set[str]:
+    return {f"{u}->{v}" for path in paths for u, v in path.edges}
+
+
 def test_first_explanation_fills_every_view(explorer):
-    state = explorer.state
-    assert state.bundle is not None and not state.pretrained and state.error == ""
-    assert state.sweep_ready and state.paths_revision > 0
+    state, result = explorer.state, explorer.state.result
+    assert result.complete and result.request == explorer.session.request
+    assert not state.pretrained and state.error == "" and not state.busy
     assert "untrained" in explorer.status.banner.value
     assert len(explorer.graph.cytoscape.graph.nodes) == 8 * 15 + 1 + 16
-    assert any("path" in edge.classes for edge in explorer.graph.cytoscape.graph.edges)
+    assert red_edges(explorer) == path_edge_ids(result.paths) != set()
     assert "optimal α" in explorer.threshold.readout.value
-    assert len(explorer.classes.bars.y) == 5 and explorer.classes.choice.value == state.bundle.target
+    assert len(explorer.classes.bars.y) == 5 and explorer.classes.choice.value == result.target
+    assert list(explorer.classes.bars.selected) == [0]  # the top-1 is explained and highlighted
+    assert not explorer.relevance.figure.blank
+    assert np.array_equal(decoded(explorer.relevance.figure),
+                          relevance_overlay(result.bundle.picture, result.masked_relevance, state.opacity))
 
 
 def test_alpha_changes_selection_heatmap_graph_and_readout(explorer):
     state = explorer.state
     state.heatmap_mode = "selection"
-    before = (png_of(explorer.relevance.figure), explorer.threshold.readout.value,
-              [(n.classes, n.data.get("label")) for n in explorer.graph.cytoscape.graph.nodes])
+    before = (decoded(explorer.relevance.figure), explorer.threshold.readout.value)
     state.alpha = -1.5
-    after = (png_of(explorer.relevance.figure), explorer.threshold.readout.value,
-             [(n.classes, n.data.get("label")) for n in explorer.graph.cytoscape.graph.nodes])
-    assert all(b != a for b, a in zip(before, after))
-    expected = relevance_overlay(state.bundle.picture, state.bundle.sweep(state.layer).heatmaps[2], state.opacity)
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png_of(explorer.relevance.figure)))), expected)
+    result = state.result
+    assert result.request.alpha == -1.5 and result.selection.alpha == -1.5
+    assert not np.array_equal(decoded(explorer.relevance.figure), before[0])
+    assert explorer.threshold.readout.value != before[1]
+    expected = relevance_overlay(result.bundle.picture, result.bundle.sweep(state.layer).heatmaps[2], state.opacity)
+    assert np.array_equal(decoded(explorer.relevance.figure), expected)
+    header = next(n for n in explorer.graph.cytoscape.graph.nodes if n.data["id"] == f"header:{state.layer}")
+    assert header.data["label"] == f"{state.layer}: {int(result.selection.kept.sum())}/512 kept"
+    dropped = {n.data["id"] for n in explorer.graph.cytoscape.graph.nodes if "dropped" in n.classes.split()}
+    assert dropped == {f"{state.layer}:{n.index}" for n in result.graph.nodes[state.layer]
+                       if not result.selection.kept[n.index]}
     assert list(explorer.threshold.marker.x) == [-1.5, -1.5]
+    state.alpha = 1.0
 
 
 def test_k_changes_paths_in_graph_and_heatmap_options(explorer):
     state = explorer.state
     state.k = 2
-    assert len(state.bundle.paths(2)) == 2
+    assert len(state.result.paths) == 2
     assert [v for _, v in explorer.relevance.mode.options][-1] == "path 1"
-    red = {e.data["id"] for e in explorer.graph.cytoscape.graph.edges if "path" in e.classes}
-    expected = {f"{u.id}->{v.id}" for p in state.bundle.paths(2) for u, v in zip(p.nodes, p.nodes[1:])}
-    assert red == expected
+    assert red_edges(explorer) == path_edge_ids(state.result.paths)
+    assert red_edges(explorer) != path_edge_ids(state.bundle.paths(5))
     state.k = 5
 
 
-def test_display_choices_never_recompute(explorer, monkeypatch):
-    state = explorer.state
-    calls = []
-    monkeypatch.setattr(state.bundle.explanation, "propagate", lambda *a, **k: calls.append(1))
+def test_display_choices_render_without_computing(explorer, monkeypatch):
+    state, result = explorer.state, explorer.state.result
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a view computed")
+
+    monkeypatch.setattr(result.bundle.explanation, "propagate", refuse)
+    monkeypatch.setattr(Bundle, "_cached", refuse)
+    shown = []
     for mode in ("full", "paths", "path 0", "selection"):
         state.heatmap_mode = mode
+        shown.append(decoded(explorer.relevance.figure))
+    expected = [result.bundle.input_relevance, result.union_relevance, result.path_relevance[0], result.masked_relevance]
+    for picture, relevance in zip(shown, expected):
+        assert np.array_equal(picture, relevance_overlay(result.bundle.picture, relevance, state.opacity))
     state.opacity = 0.3
+    assert np.array_equal(decoded(explorer.relevance.figure),
+                          relevance_overlay(result.bundle.picture, result.masked_relevance, 0.3))
     explorer.activation.mode.value = "path 1"
-    assert calls == []
+    assert "path 2" in explorer.activation.figure.title
+    state.opacity = 0.8
 
 
 def test_clicking_a_node_selects_it_and_fills_the_deconv_panel(explorer):
     state = explorer.state
-    before = png_of(explorer.deconv.deconvolution)
-    click(explorer, "features.26", 7)
-    assert state.selected == ("features.26", 7)
-    assert "features.26" in explorer.deconv.label.value and png_of(explorer.deconv.deconvolution) != before
-    node = next(n for n in explorer.graph.cytoscape.graph.nodes if n.data["id"] == "features.26:7") \
-        if any(n.data["id"] == "features.26:7" for n in explorer.graph.cytoscape.graph.nodes) else None
-    assert node is None or "selected-neuron" in node.classes
+    node = state.result.graph.nodes["features.26"][3]
+    assert explorer.deconv.deconvolution.blank
+    click(explorer, "features.26", node.index)
+    assert state.selected == ("features.26", node.index) == (state.result.neuron.layer, state.result.neuron.index)
+    assert f"features.26</b> neuron <b>{node.index}" in explorer.deconv.label.value
+    expected = deconvolution_rgb(state.bundle.deconvolution("features.26", node.index))
+    assert np.array_equal(decoded(explorer.deconv.deconvolution), expected)
+    shown = next(n for n in explorer.graph.cytoscape.graph.nodes if n.data["id"] == node.id)
+    assert "selected-neuron" in shown.classes.split()
+    assert sum("selected-neuron" in n.classes.split() for n in explorer.graph.cytoscape.graph.nodes) == 1
     explorer.activation.mode.value = "neuron"
-    assert "selected neuron" in explorer.activation.figure.title
+    assert "selected neuron" in explorer.activation.figure.title and not explorer.activation.figure.blank
+    explorer.activation.mode.value = "paths"
 
 
 def test_class_change_reexplains_and_returning_is_cached(explorer):
     state = explorer.state
     first = state.bundle
     state.target = 483
-    assert state.bundle.target == 483 and state.bundle is not first
-    assert "castle" in explorer.classes.choice.label
+    assert state.result.target == 483 and state.bundle is not first
+    assert "castle" in explorer.classes.choice.label and explorer.classes.choice.value == 483
+    assert "castle (483)" in explorer.relevance.caption.value and "castle (483)" in explorer.graph.legend.value
+    assert explorer.graph.cytoscape.graph.nodes[-1].data["label"] == state.bundle.model.category(483)
     state.target = first.target
     assert state.bundle is first  # cached per (image, class, weights)
+
+
+def test_the_top1_bar_can_be_clicked_after_another(explorer):
+    state, bars = explorer.state, explorer.classes.bars
+    top = [p["index"] for p in state.bundle.predictions]
+    bars.selected = np.array([1])  # bqplot sends numpy arrays: array([0]) is falsy
+    assert state.target == top[1] and state.result.target == top[1]
+    bars.selected = np.array([0])
+    assert state.target == top[0] and state.result.target == top[0]
+    assert explorer.classes.choice.value == top[0]
+    bars.selected = None  # a click on the highlighted bar unselects it in the browser
+    assert list(bars.selected) == [0] and state.result.target == top[0]
 
 
 def test_layer_change_sweeps_that_layer(explorer):
     state = explorer.state
     state.layer = "features.14"
-    assert state.sweep_ready and explorer.threshold.layer.value == "features.14"
+    assert state.result.sweep.layer == "features.14" and explorer.threshold.layer.value == "features.14"
     assert "keeps" in explorer.threshold.readout.value and "/256" in explorer.threshold.readout.value
     state.layer = "features.28"
 
 
-def test_bad_upload_shows_a_message_and_keeps_the_explanation(explorer):
+def test_bad_upload_keeps_its_message_until_the_next_choice(explorer):
     state = explorer.state
     bundle = state.bundle
     explorer.picker.upload.value = ({"name": "notes.jpg", "type": "image/jpeg", "size": 5,
@@ -115,30 +168,173 @@ def test_bad_upload_shows_a_message_and_keeps_the_explanation(explorer):
                                      "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
     assert "not an image" in state.error and state.bundle is bundle
     assert "lrp-error" in explorer.status.message.value
-    state.k = 4  # a job that finishes afterwards leaves the message in place
-    assert "not an image" in state.error
-    state.k = 5
+    explorer.session.wait()  # nothing finishing in the background hides it
+    assert "not an image" in state.error and explorer.picker.examples.value is None
     explorer.picker.examples.value = "zebra"
     assert state.error == "" and state.image_name == "zebra" and state.bundle is not bundle
+    assert "zebra" in explorer.picker.name.value
+
+
+def test_after_an_upload_the_examples_work_again(explorer):
+    state = explorer.state
+    explorer.picker.examples.value = "castle"
+    castle = state.bundle
+    data = io.BytesIO()
+    Image.open(IMAGES / "n02391049_zebra.JPEG").rotate(180).save(data, "PNG")
+    explorer.picker.upload.value = ({"name": "upside-down.png", "type": "image/png", "size": len(data.getvalue()),
+                                     "content": memoryview(data.getvalue()),
+                                     "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    assert state.image_name == "upside-down.png" and state.bundle is not castle
+    assert explorer.picker.examples.value is None and "upside-down.png" in explorer.picker.name.value
+    explorer.picker.examples.value = "castle"
+    assert state.image_name == "castle" and explorer.picker.examples.value == "castle"
+    assert torch.equal(state.bundle.input_relevance, castle.input_relevance)  # recomputed: two are cached
+
+
+def test_a_failed_request_says_why_and_puts_the_inputs_back(explorer):
+    state = explorer.state
+    before = state.result
+    state.target = 5000
+    assert "out of range" in state.error and state.result is before
+    assert state.target == before.request.target and explorer.classes.choice.value == before.target
+    state.alpha = 0.5  # the next choice clears the message
+    assert state.error == "" and state.result.request.alpha == 0.5
+    state.alpha = 1.0
 
 
 def test_views_work_alone_on_a_state():
-    state = ExplorerState(weights="random")
-    Session(state, background=False)
+    state = ExplorerState(model_name="vgg11", weights="random")
+    session = Session(state, background=False)
     heatmap, slider = RelevanceHeatmap(state), ThresholdSlider(state)
-    activation, deconv = ActivationHeatmap(state), DeconvPanel(state)
+    activation, deconv, graph = ActivationHeatmap(state), DeconvPanel(state), LayerGraph(state)
     state.image = Image.open(CASTLE)
-    assert heatmap.figure.png and slider.layer.value == "features.28" and activation.figure.png
-    state.selected = ("features.28", 3)
-    assert "features.28" in deconv.label.value
+    result = state.result
+    assert result.complete and slider.layer.value == result.layer == "features.18"
+    assert np.array_equal(decoded(heatmap.figure),
+                          relevance_overlay(result.bundle.picture, result.masked_relevance, state.opacity))
+    assert not activation.figure.blank and len(graph.cytoscape.graph.nodes) > 8
+    state.selected = ("features.18", 3)
+    assert "features.18</b> neuron <b>3" in deconv.label.value and not deconv.deconvolution.blank
+    assert session.request == state.result.request
 
 
-def test_background_session_supersedes_older_requests():
-    state = ExplorerState(weights="random")
+def test_a_superseded_result_is_dropped_and_filed_under_its_own_class(monkeypatch):
+    """The worker computes class A while the user picks B: A's result is never shown, and the cache holds
+    A's explanation under A, B's under B."""
+    state = ExplorerState(model_name="vgg11", weights="random")
     session = Session(state, background=True)
     state.image = Image.open(CASTLE)
-    state.image = Image.open(CASTLE).rotate(90)
     session.wait()
-    assert state.bundle is not None and len(session.bundles) <= 2 and not state.busy and state.error == ""
+    top = [p["index"] for p in state.bundle.predictions]
+    release, computing = threading.Event(), threading.Event()
+    explain = Bundle.explain.__func__
+
+    def slow_explain(cls, model, image, target=None, **kwargs):
+        if target == top[1]:
+            computing.set()
+            release.wait(30)
+        return explain(cls, model, image, target, **kwargs)
+
+    monkeypatch.setattr(Bundle, "explain", classmethod(slow_explain))
+    shown = []
+    state.observe(lambda change: shown.append(change["new"].target), "result")
+    state.target = top[1]
+    assert computing.wait(30)
+    state.target = top[2]  # while class top[1] is being explained
+    release.set()
     session.wait()
-    assert state.sweep_ready
+    assert state.result.target == top[2] and set(shown) == {top[2]}
+    assert state.bundle.explanation.targets[0] == top[2]
+    for key, bundle in session.bundles.items():
+        assert key[1] in (None, bundle.target), key
+
+
+def fresh_checks(explorer) -> None:
+    """Every view shows the current request, equal to a fresh explanation of it."""
+    state, session = explorer.state, explorer.session
+    result = state.result
+    request = session.request
+    assert result.request == request and result.complete and not state.busy
+    assert request.target in (None, result.target)
+    model = session.model(request.model_name, request.weights)
+    fresh = Bundle.explain(model, state.image, request.target, top_n=request.top_n)
+    assert fresh.target == result.target
+    scale = fresh.input_relevance.abs().max()
+    assert torch.allclose(result.bundle.input_relevance, fresh.input_relevance, atol=1e-5 * scale)
+    masked = fresh.masked_relevance(result.layer, request.alpha)
+    assert torch.allclose(result.masked_relevance, masked, atol=1e-5 * scale)
+    assert [n.id for layer in fresh.graph().layers for n in fresh.graph().nodes[layer]] == \
+           [n.id for layer in result.graph.layers for n in result.graph.nodes[layer]]
+    assert [p.nodes for p in fresh.paths(request.k)] == [p.nodes for p in result.paths]
+    # what each view shows
+    assert explorer.classes.choice.value == result.target
+    assert list(explorer.classes.bars.selected) == [explorer.classes._indices.index(result.target)]
+    assert result.class_name in explorer.relevance.caption.value
+    assert result.class_name in explorer.activation.caption.value
+    assert result.class_name in explorer.graph.legend.value
+    assert explorer.graph.cytoscape.graph.nodes[-1].data["label"] == model.category(result.target)
+    assert red_edges(explorer) == path_edge_ids(result.paths)
+    assert explorer.threshold.layer.value == result.layer and f"for class {result.class_name}" in \
+        explorer.threshold.readout.value.replace("&#x27;", "'")
+    assert np.array_equal(decoded(explorer.relevance.figure),
+                          relevance_overlay(result.bundle.picture, result.masked_relevance, state.opacity))
+    if request.selected:
+        assert f"{request.selected[0]}</b> neuron <b>{request.selected[1]}" in explorer.deconv.label.value
+
+
+def test_fifty_interleaved_changes_end_with_every_view_on_the_last_request():
+    """Random changes of image, class, layer, α, k and neuron from the kernel's event loop while the worker
+    computes; results are published on that loop, never from the worker."""
+    rng = random.Random(7)
+
+    async def scenario():
+        explorer = Explorer(model="vgg11", weights="random", image="castle")
+        state, session = explorer.state, explorer.session
+        threads = set()
+        state.observe(lambda change: threads.add(threading.get_ident()), "result")
+        session.wait()
+        layers = state.bundle.conv_layers
+        for _ in range(50):
+            what = rng.choice(["image", "class", "class", "layer", "alpha", "alpha", "k", "neuron"])
+            if what == "image":
+                explorer.picker.examples.value = rng.choice(["castle", "barn", "zebra"])
+            elif what == "class" and state.result is not None:
+                explorer.classes.bars.selected = np.array([rng.randrange(5)])
+            elif what == "layer":
+                state.layer = rng.choice(layers)
+            elif what == "alpha":
+                state.alpha = rng.choice([-2.0, -1.0, -0.25, 0.5, 1.0, 2.0])
+            elif what == "k":
+                state.k = rng.randint(1, 6)
+            elif what == "neuron" and state.result is not None and state.result.graph is not None:
+                layer = rng.choice(state.result.graph.layers[:-1])
+                click(explorer, layer, rng.choice(state.result.graph.nodes[layer]).index)
+            await asyncio.sleep(rng.choice([0, 0, 0.01, 0.05, 0.3]))
+        for _ in range(600):  # the loop publishes the last results
+            if session.request == getattr(state.result, "request", None) and state.result.complete \
+                    and not state.busy:
+                break
+            await asyncio.sleep(0.1)
+        session.wait()
+        assert threads == {threading.get_ident()}
+        return explorer
+
+    explorer = asyncio.run(scenario())
+    assert explorer.session._loop is not None
+    fresh_checks(explorer)
+
+
+def test_two_quick_class_clicks_show_the_second_and_file_each_under_its_own_class():
+    explorer = Explorer(model="vgg11", weights="random", image=str(CASTLE))
+    state, session = explorer.state, explorer.session
+    session.wait()
+    top = [p["index"] for p in state.bundle.predictions]
+    explorer.classes.bars.selected = np.array([1])
+    explorer.classes.bars.selected = np.array([3])
+    session.wait()
+    assert state.result.target == top[3]
+    fresh_checks(explorer)
+    explorer.classes.choice.value = top[1]
+    session.wait()
+    assert state.result.target == top[1] == int(state.bundle.explanation.targets[0])
+    fresh_checks(explorer)

@@ -1,8 +1,9 @@
 """Everything derived from one explanation, computed on first use and cached: the graph, the k best
 paths, path heatmaps, threshold sweeps, masked heatmaps, neuron heatmaps and deconvolutions.
 
-Views read from a bundle; a background worker warms it. Nothing here redoes the forward pass or the
-full backward pass.
+The session computes on a worker thread; inside :func:`cached_only` (the kernel's thread answering a
+request at once) a bundle only answers from its cache and raises :class:`NotCached` for anything it would
+have to compute. Nothing here redoes the forward pass or the full backward pass.
 
 >>> import warnings, torch
 >>> from PIL import Image
@@ -16,6 +17,7 @@ full backward pass.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -33,6 +35,22 @@ from .heatmaps import activation_maps, neuron_relevance, path_activation, path_r
 from .paths import Path, k_best_paths, path_count
 from .threshold import DEFAULT_ALPHAS, Selection, Sweep, get_optimizer, masked_heatmaps, threshold_sweep
 
+_cache_only = threading.local()
+
+
+class NotCached(LookupError):
+    """Raised inside :func:`cached_only` for a result a bundle has not computed yet."""
+
+
+@contextmanager
+def cached_only():
+    """On this thread, bundles answer from their caches and raise :class:`NotCached` instead of computing."""
+    _cache_only.active = True
+    try:
+        yield
+    finally:
+        _cache_only.active = False
+
 
 @dataclass(eq=False)
 class Bundle:
@@ -49,6 +67,11 @@ class Bundle:
         return cls(model, image, explain_image(model, image, target=target, preset=preset), top_n)
 
     def _cached(self, key, compute):
+        if getattr(_cache_only, "active", False):
+            try:
+                return self._cache[key]  # no lock: a worker may hold it for seconds
+            except KeyError:
+                raise NotCached(key) from None
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = compute()
@@ -128,5 +151,7 @@ class Bundle:
         return self._cached(("deconv", layer, index), lambda: deconvolve(self.explanation, layer, [index])[0])
 
     def neuron_activation(self, layer: str, index: int) -> torch.Tensor:
-        maps = activation_maps(self.explanation, [(layer, index)])
-        return maps[0] if len(maps) else torch.zeros(self.explanation.inputs.shape[-2:])
+        def compute():
+            maps = activation_maps(self.explanation, [(layer, index)])
+            return maps[0] if len(maps) else torch.zeros(self.explanation.inputs.shape[-2:])
+        return self._cached(("neuron_activation", layer, index), compute)

@@ -16,8 +16,11 @@ class PictureFigure(bqplot.Figure):
 
     def __init__(self, title: str = "", size: str = "260px"):
         scales = {"x": bqplot.LinearScale(min=0, max=1), "y": bqplot.LinearScale(min=0, max=1)}
-        self.mark = bqplot.Image(image=widgets.Image(value=png_bytes(BLANK), format="png"), scales=scales,
-                                 x=[0, 1], y=[0, 1])
+        # bqplot's image mark redraws when its image widget is replaced, not when the widget's value changes:
+        # two widgets take turns (closing a replaced one would race with messages already sent to it)
+        self._images = [widgets.Image(value=png_bytes(BLANK), format="png") for _ in range(2)]
+        self.mark = bqplot.Image(image=self._images[0], scales=scales, x=[0, 1], y=[0, 1])
+        self.blank = True
         super().__init__(marks=[self.mark], title=title, padding_x=0, padding_y=0,
                          fig_margin={"top": 30, "bottom": 4, "left": 4, "right": 4},
                          layout=widgets.Layout(width=size, height=size), title_style={"font-size": "12px"})
@@ -26,23 +29,36 @@ class PictureFigure(bqplot.Figure):
     def png(self) -> bytes:
         return self.mark.image.value
 
-    def show(self, array: np.ndarray) -> None:
-        # bqplot's image mark redraws when its image widget is replaced, not when the widget's value changes
-        previous = self.mark.image
-        self.mark.image = widgets.Image(value=png_bytes(array), format="png")
-        previous.close()
+    def show(self, array: np.ndarray | None) -> None:
+        """Show an RGB array, or the blank placeholder for None."""
+        self.blank = array is None
+        spare = self._images[1] if self.mark.image is self._images[0] else self._images[0]
+        spare.value = png_bytes(BLANK if array is None else array)
+        self.mark.image = spare
 
 
 class View(widgets.VBox):
-    """A widget bound to one :class:`ExplorerState`; subclasses redraw in ``refresh``."""
+    """A widget rendering one :class:`ExplorerState`: ``refresh`` runs when a trait in ``observes`` changes,
+    and redraws only what the state's ``result`` and display choices now call for."""
 
     observes: tuple[str, ...] = ()
 
     def __init__(self, state: ExplorerState, children=(), **kwargs):
         super().__init__(children=list(children), **kwargs)
         self.state = state
+        self._drawn: dict[str, tuple] = {}
         if self.observes:
             state.observe(lambda change: self.refresh(), list(self.observes))
+
+    def changed(self, part: str, *key) -> bool:
+        """True (and remembered) when ``part`` is to show something else than it shows: ``key`` holds the
+        objects it is drawn from."""
+        drawn = self._drawn.get(part)
+        if drawn is not None and len(drawn) == len(key) and all(
+                a is b or (isinstance(a, (int, float, str, tuple)) and a == b) for a, b in zip(drawn, key)):
+            return False
+        self._drawn[part] = key
+        return True
 
     def refresh(self) -> None:
         raise NotImplementedError

@@ -15,7 +15,10 @@ from .common import View
 
 
 class ClassSelector(View):
-    observes = ("bundle",)
+    """The top-5 classes of the result on screen; the highlighted bar and the dropdown always show the
+    current request's class (``state.target``, or the top-1 for None)."""
+
+    observes = ("result", "target")
 
     def __init__(self, state):
         x, y = bqplot.OrdinalScale(), bqplot.LinearScale(min=0)
@@ -31,41 +34,59 @@ class ClassSelector(View):
         self.choice = widgets.Dropdown(description="explain", layout=widgets.Layout(width="330px"))
         self.choice.observe(self._chosen, "value")
         self._indices: list[int] = []
+        self._syncing = False
         super().__init__(state, [self.chart, self.choice])
         self.refresh()
 
+    @property
+    def current(self) -> int | None:
+        """The class of the current request."""
+        state = self.state
+        if state.target is not None:
+            return state.target
+        return state.result.target if state.result is not None else None
+
     def refresh(self) -> None:
-        bundle = self.state.bundle
-        if bundle is None:
+        result, current = self.state.result, self.current
+        if result is None:
             return
-        predictions = bundle.predictions
-        self._indices = [p["index"] for p in predictions]
-        names = [f"{p['name'][:14]} ({p['index']})" for p in predictions]
-        options = [(f"{p['name']} ({p['index']}) {p['probability']:.1%}", p["index"]) for p in predictions]
-        if bundle.target not in self._indices:
-            options.append((f"{bundle.model.category(bundle.target)} ({bundle.target})", bundle.target))
-        with self.bars.hold_sync():
-            self.bars.x = names
-            self.bars.y = [p["probability"] for p in predictions]
-            self.bars.selected = [self._indices.index(bundle.target)] if bundle.target in self._indices else None
-        self.choice.options = options
-        self.choice.value = bundle.target
+        predictions = result.bundle.predictions
+        self._syncing = True
+        try:
+            if self.changed("bars", result.bundle):
+                self._indices = [p["index"] for p in predictions]
+                with self.bars.hold_sync():
+                    self.bars.x = [f"{p['name'][:14]} ({p['index']})" for p in predictions]
+                    self.bars.y = [p["probability"] for p in predictions]
+            options = [(f"{p['name']} ({p['index']}) {p['probability']:.1%}", p["index"]) for p in predictions]
+            if current not in self._indices:
+                options.append((f"{result.bundle.model.category(current)} ({current})", current))
+            if list(self.choice.options) != options:
+                self.choice.options = options
+            self.choice.value = current
+            self.bars.selected = [self._indices.index(current)] if current in self._indices else None
+        finally:
+            self._syncing = False
 
     def _bar_clicked(self, change) -> None:
-        if change["new"]:
-            self._choose(self._indices[change["new"][0]])
+        if self._syncing:
+            return
+        selected = change["new"]
+        if selected is None or len(selected) == 0:  # a click on the highlighted bar: keep it highlighted
+            self.refresh()
+            return
+        self.state.target = self._indices[int(selected[0])]
 
     def _chosen(self, change) -> None:
-        if change["new"] is not None:
-            self._choose(change["new"])
-
-    def _choose(self, index: int) -> None:
-        bundle = self.state.bundle
-        if bundle is not None and index != bundle.target:
-            self.state.target = index
+        if change["new"] is not None and not self._syncing:
+            self.state.target = change["new"]
 
 
 class ImagePicker(View):
+    """The examples and an upload; shows which image is explained (``state.image_name``)."""
+
+    observes = ("image_name",)
+
     def __init__(self, state, max_bytes: int = MAX_BYTES):
         self.max_bytes = max_bytes
         self.examples = widgets.ToggleButtons(options=list(EXAMPLES), value=None, description="example",
@@ -73,15 +94,20 @@ class ImagePicker(View):
         self.examples.observe(self._example, "value")
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload")
         self.upload.observe(self._uploaded, "value")
-        super().__init__(state, [widgets.HBox([self.examples, self.upload])])
+        self.name = widgets.HTML()
+        self.name.add_class("lrp-image-name")
+        self._syncing = False
+        super().__init__(state, [widgets.HBox([self.examples, self.upload, self.name])])
+        self.refresh()
 
     def _example(self, change) -> None:
-        if change["new"]:
+        if change["new"] and not self._syncing:
             self.load(lambda: load_example(change["new"]), change["new"])
 
     def _uploaded(self, change) -> None:
         if change["new"]:
             item = change["new"][0]
+            self.upload.value = ()  # the same file can be chosen again
             self.load(lambda: open_image(bytes(item["content"]), self.max_bytes), item["name"])
 
     def load(self, read, name: str) -> None:
@@ -90,17 +116,24 @@ class ImagePicker(View):
             image = read()
         except LRPWidgetsError as error:
             self.state.error = str(error)
+            self.refresh()  # an example button pressed for a file that failed goes back to the image shown
             return
-        self.state.error = ""
-        self.state.image_name = name
-        self.state.image = image
+        with self.state.hold_trait_notifications():
+            self.state.image_name = name
+            self.state.image = image
 
     def refresh(self) -> None:
-        pass
+        name = self.state.image_name
+        self._syncing = True
+        try:
+            self.examples.value = name if name in EXAMPLES else None
+        finally:
+            self._syncing = False
+        self.name.value = f"image: <b>{escape(name)}</b>" if name else ""
 
 
 class StatusBar(View):
-    observes = ("pretrained", "busy", "status", "error", "bundle")
+    observes = ("pretrained", "busy", "status", "error")
 
     def __init__(self, state):
         self.banner = widgets.HTML()

@@ -2,32 +2,38 @@
 relevance heatmap, with the neuron's identity and relevance."""
 from __future__ import annotations
 
+from html import escape
+
 import ipywidgets as widgets
-from ..analysis.graph import channel_relevance
+
 from ..analysis.render import deconvolution_rgb, relevance_overlay
-from .common import BLANK, PictureFigure, View
+from .common import PictureFigure, View
 
 
 class DeconvPanel(View):
-    observes = ("bundle", "selected", "opacity")
+    observes = ("result", "opacity")
 
     def __init__(self, state, size: str = "220px"):
-        self.label = widgets.HTML("click a neuron in the graph")
+        self.label = widgets.HTML("click a neuron in the graph to see its deconvolution")
         self.deconvolution = PictureFigure("deconvolution", size)
         self.relevance = PictureFigure("neuron relevance", size)
         super().__init__(state, [self.label, widgets.HBox([self.deconvolution, self.relevance])])
         self.refresh()
 
     def refresh(self) -> None:
-        bundle, selected = self.state.bundle, self.state.selected
-        if bundle is None or not selected:
-            self.label.value = "click a neuron in the graph to see its deconvolution"
-            if bundle is not None:
-                self.deconvolution.show(BLANK)
-                self.relevance.show(BLANK)
+        result = self.state.result
+        if result is None:
             return
-        layer, index = selected
-        relevance = float(channel_relevance(bundle.explanation, layer)[index])
-        self.label.value = f"selected: <b>{layer}</b> neuron <b>{index}</b>, relevance {relevance:.4g}"
-        self.deconvolution.show(deconvolution_rgb(bundle.deconvolution(layer, index)))
-        self.relevance.show(relevance_overlay(bundle.picture, bundle.neuron_relevance(layer, index), self.state.opacity))
+        neuron = result.neuron
+        if neuron is None:
+            self.label.value = ("computing the selected neuron…" if result.request.selected else
+                                "click a neuron in the graph to see its deconvolution")
+            if self.changed("pictures", None):
+                self.deconvolution.show(None)
+                self.relevance.show(None)
+            return
+        self.label.value = (f"selected: <b>{neuron.layer}</b> neuron <b>{neuron.index}</b>, relevance "
+                            f"{neuron.relevance:.4g} for class <b>{escape(result.class_name)}</b>")
+        if self.changed("pictures", neuron, self.state.opacity):
+            self.deconvolution.show(deconvolution_rgb(neuron.deconvolution))
+            self.relevance.show(relevance_overlay(result.bundle.picture, neuron.heatmap, self.state.opacity))

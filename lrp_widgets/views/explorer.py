@@ -1,7 +1,12 @@
 """The Explorer: every view on one state, laid out to fit a laptop screen.
 
->>> explorer = Explorer(image="castle", weights="random", background=False)  # doctest: +SKIP
->>> explorer  # in JupyterLab: the whole app  # doctest: +SKIP
+``explorer.state`` holds the inputs and the published result; ``explorer.session.wait()`` blocks until
+every result of the current request is on screen.
+
+>>> explorer = Explorer(image="castle", weights="random")  # doctest: +SKIP
+>>> explorer.state.target = 483; explorer.session.wait()  # doctest: +SKIP
+>>> explorer.state.result.class_name  # doctest: +SKIP
+'castle (483)'
 """
 from __future__ import annotations
 
@@ -31,7 +36,6 @@ class Explorer(widgets.VBox):
         self.status = StatusBar(self.state)
         self.picker = ImagePicker(self.state)
         self.classes = ClassSelector(self.state)
-        # views observe in creation order: the relevance heatmap first, the graph (computed on first use) last
         self.relevance = RelevanceHeatmap(self.state)
         self.activation = ActivationHeatmap(self.state)
         self.deconv = DeconvPanel(self.state)

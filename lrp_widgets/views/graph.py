@@ -1,11 +1,15 @@
 """LayerGraph: the neuron graph as layered columns (ipycytoscape).
 
 Nodes are sized by |relevance| and coloured by its sign; edge width follows the flow; the k best
-paths are red, the longest thicker. At the α layer the neurons Algorithm 1 drops are faded.
+paths (of the full graph) are red, the longest thicker, dashed through a neuron α drops. At the α layer the
+neurons Algorithm 1 drops are faded.
 Column headers name the layers; the α layer's says how many neurons α keeps. Hovering shows a
-node's layer, index and relevance; clicking selects the neuron.
+node's layer, index and relevance; clicking selects the neuron; the wheel zooms within bounds and "fit"
+shows the whole graph again.
 """
 from __future__ import annotations
+
+from html import escape
 
 import ipycytoscape
 import ipywidgets as widgets
@@ -14,6 +18,8 @@ from .common import View
 
 COLUMN, ROW = 90, 46
 EDGES_PER_NODE = 3
+MIN_ZOOM, MAX_ZOOM = 0.2, 4.0
+HOVER_HINT = "hover a neuron for its layer, index and relevance; click it to select it"
 
 STYLE = [
     {"selector": "node", "style": {"width": "data(size)", "height": "data(size)", "background-color": "data(colour)",
@@ -29,11 +35,14 @@ STYLE = [
                                    "curve-style": "straight"}},
     {"selector": "edge.path", "style": {"line-color": "#d62728", "opacity": 0.9, "z-index": 9}},
     {"selector": "edge.longest", "style": {"width": 5, "line-color": "#a50000", "opacity": 1, "z-index": 10}},
+    {"selector": "edge.through-dropped", "style": {"line-style": "dashed"}},
 ]
 
 
 class LayerGraph(View):
-    observes = ("bundle", "paths_revision", "k", "layer", "alpha", "selected")
+    """The published result's neuron graph; draws nothing of another class while its graph is computed."""
+
+    observes = ("result",)
 
     def __init__(self, state, height: str = "320px"):
         self.cytoscape = ipycytoscape.CytoscapeWidget(layout=widgets.Layout(width="100%", height="100%"))
@@ -41,26 +50,42 @@ class LayerGraph(View):
         # preset before any node exists: every later relayout keeps our columns (a force layout run first
         # would move the nodes, and "preset" keeps whatever positions the nodes have)
         self.cytoscape.set_layout(name="preset", fit=True, padding=12, animate=False)
-        self.cytoscape.user_zooming_enabled = True
+        # the wheel zooms within bounds, gently: the graph never shrinks to a dot; "fit" brings it back
+        self.cytoscape.min_zoom, self.cytoscape.max_zoom, self.cytoscape.wheel_sensitivity = MIN_ZOOM, MAX_ZOOM, 0.3
+        self.cytoscape.tooltip_source = "no-tooltip"  # ipycytoscape's click tooltips never close: hover shows the line below
         self.cytoscape.on("node", "click", self._clicked)
         self.cytoscape.on("node", "mouseover", self._hovered)
-        self.hover = widgets.HTML("hover a node for its layer, index and relevance; click it to select it")
+        self.cytoscape.on("node", "mouseout", self._left)
+        self.fit = widgets.Button(description="fit", tooltip="show the whole graph", icon="",
+                                  layout=widgets.Layout(width="60px"))
+        self.fit.on_click(lambda _: self.cytoscape.relayout())
+        self.hover = widgets.HTML(HOVER_HINT)
+        self.hover.add_class("lrp-hover")
+        self.legend = widgets.HTML()
+        self.legend.add_class("lrp-graph-legend")
         frame = widgets.Box([self.cytoscape], layout=widgets.Layout(width="100%", height=height,
                                                                     border="1px solid #ddd"))
-        super().__init__(state, [self.hover, frame], layout=widgets.Layout(width="100%"))
-        self._shown = None
+        super().__init__(state, [widgets.HBox([self.fit, self.hover]), frame, self.legend],
+                         layout=widgets.Layout(width="100%"))
+        self._edge_ids: set[str] = set()
         self.refresh()
 
     def refresh(self) -> None:
-        bundle = self.state.bundle
-        if bundle is None:
+        result = self.state.result
+        if result is None:
             return
-        if self._shown is not bundle:
-            self._build(bundle)
-        self._highlight(bundle)
+        if self.changed("graph", result.graph):
+            self._build(result)
+        if result.graph is not None:
+            self._highlight(result)
 
-    def _build(self, bundle) -> None:
-        graph = bundle.graph()
+    def _build(self, result) -> None:
+        self.cytoscape.graph.clear()
+        self._edge_ids = set()
+        graph = result.graph
+        if graph is None:
+            self.legend.value = f"<i>computing the neuron graph for class {escape(result.class_name)}…</i>"
+            return
         top = max((abs(n.relevance) for layer in graph.layers for n in graph.nodes[layer]), default=1.0) or 1.0
         nodes = []
         for column, layer in enumerate(graph.layers):
@@ -68,68 +93,65 @@ class LayerGraph(View):
                                    "colour": "#eee"}, "classes": "header",
                           "position": {"x": column * COLUMN, "y": -ROW}})
             for row, node in enumerate(graph.nodes[layer]):
-                label = bundle.model.category(node.index) if layer == graph.layers[-1] else str(node.index)
+                label = result.bundle.model.category(node.index) if layer == graph.layers[-1] else str(node.index)
                 nodes.append({"data": {"id": node.id, "layer": layer, "index": node.index, "relevance": node.relevance,
                                        "label": label, "size": 10 + 26 * (abs(node.relevance) / top) ** 0.5,
-                                       "colour": "#d62728" if node.relevance >= 0 else "#1f77b4",
-                                       "tooltip": f"{layer} #{node.index}<br>R = {node.relevance:.4g}"},
+                                       "colour": "#d62728" if node.relevance >= 0 else "#1f77b4"},
                               "position": {"x": column * COLUMN, "y": row * ROW + (len(graph.nodes[layer]) == 1) * 3.5 * ROW}})
-        edges = []
-        flows = [(u, v, w) for u, v, w in graph.edges()]
-        best = max((abs(w) for _, _, w in flows), default=1.0) or 1.0
+        flows = graph.edges()
+        self._flows = {(u.id, v.id): w for u, v, w in flows}
+        self._best = max((abs(w) for _, _, w in flows), default=1.0) or 1.0
         by_source: dict[str, list] = {}
         for u, v, w in flows:
-            by_source.setdefault(u.id, []).append((u, v, w))
-        for items in by_source.values():
-            for u, v, w in sorted(items, key=lambda item: -abs(item[2]))[:EDGES_PER_NODE]:
-                edges.append(self._edge(u.id, v.id, w, best))
-        self._edge_ids = {e["data"]["id"] for e in edges}
-        self._flows = {(u.id, v.id): w for u, v, w in flows}
-        self._best = best
-        self.cytoscape.graph.clear()
-        self.cytoscape.graph.add_graph_from_json({"nodes": nodes, "edges": edges}, directed=False)
-        self._shown = bundle
+            by_source.setdefault(u.id, []).append((u.id, v.id))
+        pairs = [pair for items in by_source.values()
+                 for pair in sorted(items, key=lambda pair: -abs(self._flows[pair]))[:EDGES_PER_NODE]]
+        self.cytoscape.graph.add_graph_from_json({"nodes": nodes, "edges": self._edges(pairs)}, directed=False)
 
-    @staticmethod
-    def _edge(source: str, target: str, weight: float, best: float) -> dict:
-        return {"data": {"id": f"{source}->{target}", "source": source, "target": target, "weight": weight,
-                         "width": 0.5 + 4 * abs(weight) / best}}
+    def _edges(self, pairs) -> list[dict]:
+        self._edge_ids |= {f"{u}->{v}" for u, v in pairs}
+        return [{"data": {"id": f"{u}->{v}", "source": u, "target": v, "weight": self._flows[u, v],
+                          "width": 0.5 + 4 * abs(self._flows[u, v]) / self._best}} for u, v in pairs]
 
-    def _highlight(self, bundle) -> None:
-        state = self.state
+    def _highlight(self, result) -> None:
+        request = result.request
         path_edges, longest = set(), set()
-        if state.paths_revision and bundle.has_paths(state.k):
-            for rank, path in enumerate(bundle.paths(state.k)):
-                path_edges |= path.edges
-                if rank == 0:
-                    longest = path.edges
+        for rank, path in enumerate(result.paths or ()):
+            path_edges |= path.edges
+            if rank == 0:
+                longest = path.edges
         missing = [pair for pair in path_edges if f"{pair[0]}->{pair[1]}" not in self._edge_ids]
         if missing:
-            self.cytoscape.graph.add_graph_from_json(
-                {"nodes": [], "edges": [self._edge(u, v, self._flows[u, v], self._best) for u, v in missing]})
-            self._edge_ids |= {f"{u}->{v}" for u, v in missing}
+            self.cytoscape.graph.add_graph_from_json({"nodes": [], "edges": self._edges(missing)})
+        kept = result.selection.kept if result.selection is not None else None
+        dropped = ({f"{result.layer}:{i}" for i in (~kept).nonzero().flatten().tolist()}
+                   if kept is not None else set())
         for edge in self.cytoscape.graph.edges:
             pair = (edge.data["source"], edge.data["target"])
-            classes = ("path " if pair in path_edges else "") + ("longest" if pair in longest else "")
-            if edge.classes.strip() != classes.strip():
-                edge.classes = classes
-        kept = bundle.selection(state.layer, state.alpha).kept if state.layer in bundle.explanation.relevances else None
-        selected = f"{state.selected[0]}:{state.selected[1]}" if state.selected else ""
+            classes = ("path " if pair in path_edges else "") + ("longest " if pair in longest else "") + (
+                "through-dropped" if pair in path_edges and (pair[0] in dropped or pair[1] in dropped) else "")
+            self._set(edge, classes)
+        selected = f"{request.selected[0]}:{request.selected[1]}" if request.selected else ""
         for node in self.cytoscape.graph.nodes:
             if "index" not in node.data:  # a column header: the α layer's shows how many neurons α keeps
-                here = node.data["layer"] == state.layer and kept is not None
-                label = f"{state.layer}: {int(kept.sum())}/{kept.numel()} kept" if here else node.data["layer"]
+                here = node.data["layer"] == result.layer and kept is not None
+                label = f"{result.layer}: {int(kept.sum())}/{kept.numel()} kept" if here else node.data["layer"]
                 self._set(node, "header alpha-layer" if here else "header", label)
                 continue
-            dropped = kept is not None and node.data["layer"] == state.layer and not bool(kept[node.data["index"]])
-            self._set(node, ("dropped " if dropped else "") + ("selected-neuron" if node.data["id"] == selected else ""))
+            self._set(node, ("dropped " if node.data["id"] in dropped else "")
+                      + ("selected-neuron" if node.data["id"] == selected else ""))
+        paths = (f"<span style='color:#d62728'>red</span>: the {len(result.paths)} best paths of the full graph "
+                 "(α does not change them; dashed where a path runs through a neuron α drops)"
+                 if result.paths is not None else "<i>finding the best paths…</i>")
+        self.legend.value = (f"class {escape(result.class_name)} · {paths} · faded: neurons that α = "
+                             f"{request.alpha:g} drops at {result.layer}")
 
     @staticmethod
-    def _set(node, classes: str, label: str | None = None) -> None:
-        if node.classes.strip() != classes.strip():
-            node.classes = classes
-        if label is not None and node.data.get("label") != label:
-            node.data = {**node.data, "label": label}
+    def _set(element, classes: str, label: str | None = None) -> None:
+        if element.classes.strip() != classes.strip():
+            element.classes = classes.strip()
+        if label is not None and element.data.get("label") != label:
+            element.data = {**element.data, "label": label}
 
     def _clicked(self, node: dict) -> None:
         data = node["data"]
@@ -138,6 +160,8 @@ class LayerGraph(View):
 
     def _hovered(self, node: dict) -> None:
         data = node["data"]
-        if "index" not in data:
-            return
-        self.hover.value = f"hover: <b>{data['layer']}</b> #{data['index']}, relevance {data['relevance']:.4g}"
+        if "index" in data:
+            self.hover.value = f"<b>{data['layer']}</b> #{data['index']}, relevance {data['relevance']:.4g}"
+
+    def _left(self, node: dict) -> None:
+        self.hover.value = HOVER_HINT

@@ -1,27 +1,156 @@
-"""Turns the state's inputs into results, in the background.
+"""The app's data flow, in one file: inputs → :class:`Request` → :class:`Session` → :class:`Result` → views.
 
-A change of image, class, model or weights starts a job on one worker thread: load the model (cached),
-explain (cached per image, class, model, weights), publish the bundle — views show the full
-explanation at once — then compute the graph and paths (``paths_revision``) and the α sweep of the chosen
-layer (``sweep_ready``). A newer request supersedes an older one: stale results are dropped. Errors
-become a one-line ``state.error``; the previous explanation stays.
+1. Controls write *inputs* to the :class:`~lrp_widgets.views.state.ExplorerState` (image, model, weights,
+   class, layer, α, k, the selected neuron). Each change makes an immutable :class:`Request`: the inputs
+   at that moment. It is the *current* request until the next change (latest wins).
+2. The :class:`Session` computes a request in stages — model, explanation, Algorithm 1 at the α layer,
+   the neuron graph, the k best paths and their heatmaps, the selected neuron, the α sweep last — on one
+   worker thread, into caches keyed by what each part depends on (the image's content, the class, the
+   model, the layer …; never by mutable state). A request whose parts are all cached is answered at
+   once on the kernel's thread. A newer request stops an older one at its next stage.
+3. After each stage a :class:`Result` — the request and all that is computed for it so far — is
+   *published*: queued by the worker and set as ``state.result`` on the kernel's event loop, never from
+   the worker. A result (or status, or error) whose request is no longer current is dropped.
+4. Views render ``state.result`` and the display choices (opacity, heatmap mode). They never compute.
+
+Outside a kernel (a script, a test) nothing runs an event loop: :meth:`Session.wait` runs the queued
+publications itself. A failed request shows one line in ``state.error`` and puts the inputs back to
+what is on screen.
 """
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import hashlib
 import logging
+import queue
 import threading
+import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
-from ..analysis.bundle import Bundle
+import torch
+from PIL import Image
+
+from ..analysis.bundle import Bundle, NotCached, cached_only
+from ..analysis.graph import NeuronGraph, channel_relevance
+from ..analysis.paths import Path
+from ..analysis.threshold import Selection, Sweep
 from ..engine.models import LoadedModel, UntrainedWeightsWarning, load_model
 from ..errors import LRPWidgetsError
-from .state import ExplorerState
+from .state import INPUTS, ExplorerState
 
 log = logging.getLogger(__name__)
+
+
+def image_key(image: Image.Image) -> str:
+    return hashlib.sha1(image.tobytes() + repr((image.size, image.mode)).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to show: the inputs at one moment. Equal requests have equal results."""
+
+    image_key: str
+    model_name: str
+    weights: str
+    target: int | None
+    top_n: int
+    layer: str
+    alpha: float
+    k: int
+    selected: tuple = ()
+    image_name: str = field(default="", compare=False)
+    image: Image.Image | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, state: ExplorerState, image_key: str) -> "Request":
+        return cls(image_key, state.model_name, state.weights, state.target, state.top_n, state.layer, state.alpha,
+                   state.k, tuple(state.selected), state.image_name, state.image)
+
+    @property
+    def explanation_key(self) -> tuple:
+        return self.image_key, self.target, self.model_name, self.weights, self.top_n
+
+
+@dataclass(frozen=True)
+class Neuron:
+    """The selected neuron: its relevance, deconvolution, conditioned heatmap and activation map."""
+
+    layer: str
+    index: int
+    relevance: float
+    deconvolution: torch.Tensor
+    heatmap: torch.Tensor
+    activation: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Result:
+    """Everything computed for one request so far; a part still being computed is ``None``."""
+
+    request: Request
+    bundle: Bundle
+    layer: str  # the α layer: the request's, or the model's last conv layer if the model has no such layer
+    selection: Selection | None = None
+    masked_relevance: torch.Tensor | None = None
+    graph: NeuronGraph | None = None
+    paths: tuple[Path, ...] | None = None
+    union_relevance: torch.Tensor | None = None
+    path_relevance: torch.Tensor | None = None
+    path_activation: tuple[torch.Tensor, ...] | None = None  # the k paths together, then each path
+    neuron: Neuron | None = None
+    sweep: Sweep | None = None
+
+    @property
+    def target(self) -> int:
+        return self.bundle.target
+
+    @property
+    def class_name(self) -> str:
+        return f"{self.bundle.model.category(self.target)} ({self.target})"
+
+    @property
+    def complete(self) -> bool:
+        return self.sweep is not None and (self.neuron is not None or not self.request.selected)
+
+
+# the stages after the explanation, in the order they are computed and shown: what is on screen first
+def _alpha(result: Result) -> Result:
+    bundle, alpha = result.bundle, result.request.alpha
+    return replace(result, selection=bundle.selection(result.layer, alpha),
+                   masked_relevance=bundle.masked_relevance(result.layer, alpha))
+
+
+def _graph(result: Result) -> Result:
+    return replace(result, graph=result.bundle.graph())
+
+
+def _paths(result: Result) -> Result:
+    bundle, k = result.bundle, result.request.k
+    paths = tuple(bundle.paths(k))
+    return replace(result, paths=paths, union_relevance=bundle.union_relevance(k),
+                   path_relevance=bundle.path_relevance(k),
+                   path_activation=(bundle.path_activation(k),) + tuple(bundle.path_activation(k, i)
+                                                                        for i in range(len(paths))))
+
+
+def _neuron(result: Result) -> Result:
+    if not result.request.selected:
+        return result
+    bundle, (layer, index) = result.bundle, result.request.selected
+    relevance = float(channel_relevance(bundle.explanation, layer)[index])
+    return replace(result, neuron=Neuron(layer, index, relevance, bundle.deconvolution(layer, index),
+                                         bundle.neuron_relevance(layer, index), bundle.neuron_activation(layer, index)))
+
+
+def _sweep(result: Result) -> Result:
+    return replace(result, sweep=result.bundle.sweep(result.layer))
+
+
+STAGES = (("Algorithm 1 at {layer}", _alpha), ("the neuron graph", _graph), ("the {k} best paths", _paths),
+          ("the selected neuron", _neuron), ("the α sweep at {layer}", _sweep))
 
 
 def _release_freed_memory() -> None:
@@ -33,15 +162,9 @@ def _release_freed_memory() -> None:
         pass
 
 
-def image_key(image) -> str:
-    return hashlib.sha1(image.tobytes() + repr((image.size, image.mode)).encode()).hexdigest()
-
-
 class Session:
-    """Observes ``state``; ``background=False`` runs every job inline (tests, benchmarks).
-
-    Keeps the ``cache_size`` most recent explanations (~200 MB each for VGG16) for instant returns.
-    """
+    """Computes ``state``'s requests and publishes their results; ``background=False`` computes on the
+    caller's thread (scripts, tests, benchmarks). Keeps the ``cache_size`` latest explanations."""
 
     def __init__(self, state: ExplorerState, background: bool = True, device: str = "cpu", cache_size: int = 2):
         self.state = state
@@ -49,82 +172,207 @@ class Session:
         self.cache_size = cache_size
         self.models: dict[tuple[str, str], LoadedModel] = {}
         self.bundles: dict[tuple, Bundle] = {}
-        self._generation = 0
-        self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="lrp-widgets") if background else None
-        self.last_job: Future | None = None
-        state.observe(self._explain, ["image", "model_name", "weights", "target", "top_n"])
-        state.observe(self._paths, ["k"])
-        state.observe(self._sweep, ["layer"])
+        self._keyed: tuple[Image.Image | None, str] = (None, "")  # the last image and its content key
+        self._loop = _running_loop()  # the kernel's event loop, where results are published
+        self._publications: queue.SimpleQueue = queue.SimpleQueue()
+        self._changed = threading.Condition()
+        self._current: Request | None = None  # the latest request
+        self._finished: Request | None = None  # the latest request whose results are all queued
+        self._adjusting = False
+        self._computing_inline = False
+        self._worker = threading.Thread(target=self._serve, name="lrp-widgets", daemon=True) if background else None
+        if self._worker is not None:
+            self._worker.start()
+        state.observe(self._input_changed, list(INPUTS))
+        if state.image is not None:
+            self.submit()
 
-    # scheduling -----------------------------------------------------------------------------------
-    def _submit(self, job: Callable[[int], None], supersede: bool = True) -> None:
-        with self._lock:
-            if supersede:
-                self._generation += 1
-            generation = self._generation
-        if self._executor is None:
-            self._run(job, generation)
-        else:
-            self.last_job = self._executor.submit(self._run, job, generation)
+    # the kernel's side --------------------------------------------------------------------------------
+    @property
+    def request(self) -> Request | None:
+        """The current request."""
+        return self._current
 
-    def _current(self, generation: int) -> bool:
-        return generation == self._generation
+    def _input_changed(self, change) -> None:
+        if self._adjusting:
+            return
+        if change["name"] in ("image", "model_name", "weights"):
+            with self._adjustment():  # another picture or network: its own top-1, no neuron selected
+                self.state.target = None
+                self.state.selected = ()
+        self.state.error = ""  # a new request replaces whatever went wrong before
+        self.submit()
 
-    def _run(self, job: Callable[[int], None], generation: int) -> None:
+    def submit(self) -> None:
+        """Make the state's inputs the current request: answer it from the caches, or hand it to the worker."""
         state = self.state
-        state.busy = True
+        if state.image is None:
+            return
+        if self._keyed[0] is not state.image:
+            self._keyed = (state.image, image_key(state.image))
+        request = Request.of(state, self._keyed[1])
+        with self._changed:
+            self._current = request
         try:
-            job(generation)
-        except LRPWidgetsError as error:
-            state.error = str(error)
-        except Exception as error:  # noqa: BLE001 - the user gets one line, the log gets the traceback
-            log.exception("job failed")
-            state.error = f"unexpected error ({type(error).__name__}: {error}); the previous result is kept"
+            with cached_only():
+                result = self._cached_result(request)
+        except (NotCached, LRPWidgetsError):  # the worker computes it, or reports the error
+            state.status, state.busy = "working…", True
+            with self._changed:
+                self._changed.notify_all()
+            if self._worker is None:
+                self._compute_inline()
+            return
+        with self._changed:
+            self._finished = request
+        self._show(result)
+        state.busy, state.status = False, ""
+
+    def _cached_result(self, request: Request) -> Result:
+        if (request.model_name, request.weights) not in self.models:
+            raise NotCached("model")
+        bundle = self.bundles.get(request.explanation_key)
+        if bundle is None:
+            raise NotCached("explanation")
+        result = self._first_result(request, bundle)
+        for _, stage in STAGES:
+            result = stage(result)
+        return result
+
+    def _drain(self) -> None:
+        """Apply the queued publications of the current request; drop the others (kernel's thread)."""
+        while True:
+            try:
+                request, kind, value = self._publications.get_nowait()
+            except queue.Empty:
+                return
+            if request != self._current:
+                continue  # stale: its request is no longer the current one
+            if kind == "status":
+                self.state.status, self.state.busy = value, True
+            elif kind == "result":
+                self._show(value)
+            elif kind == "done":
+                self.state.busy, self.state.status = False, ""
+            else:
+                self._fail(request, value)
+
+    def _show(self, result: Result) -> None:
+        state = self.state
+        with self._adjustment():
+            state.layer = result.layer
+            state.pretrained = result.bundle.model.pretrained
+        state.result = result
+
+    def _fail(self, request: Request, message: str) -> None:
+        state = self.state
+        state.error = message
+        state.busy, state.status = False, ""
+        shown = state.result
+        if shown is not None and shown.request != request:  # back to what is on screen, and finish it
+            with self._adjustment(), state.hold_trait_notifications():
+                for name in INPUTS:
+                    setattr(state, name, shown.bundle.image if name == "image" else getattr(shown.request, name))
+                state.image_name = shown.request.image_name
+            if shown.complete:
+                with self._changed:
+                    self._current = self._finished = shown.request
+            else:
+                self.submit()
+
+    @contextmanager
+    def _adjustment(self):
+        """Inputs set by the session itself: no new request."""
+        self._adjusting = True
+        try:
+            yield
         finally:
-            if self._current(generation):
-                state.busy = False
-                state.status = ""
+            self._adjusting = False
+
+    def wait(self, timeout: float = 600) -> None:
+        """Block until every result of the current request is published (running the publications when
+        no event loop does)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._drain()
+            with self._changed:
+                if self._finished == self._current and self._publications.empty():
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the session did not finish within {timeout} s")
+                self._changed.wait(0.02)
+
+    # the worker's side --------------------------------------------------------------------------------
+    def _serve(self) -> None:
+        while True:
+            with self._changed:
+                while self._current is None or self._current == self._finished:
+                    self._changed.wait()
+                request = self._current
+            self._compute(request)
+
+    def _compute_inline(self) -> None:
+        if self._computing_inline:  # a publication changed an input: the running loop takes it next
+            return
+        self._computing_inline = True
+        try:
+            while self._current is not None and self._current != self._finished:
+                self._compute(self._current)
+                self._drain()
+        finally:
+            self._computing_inline = False
+
+    def _publish(self, request: Request, kind: str, value=None, last: bool = False) -> None:
+        with self._changed:
+            self._publications.put((request, kind, value))
+            if last:
+                self._finished = request
+        if self._worker is None:
+            self._drain()
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self._drain)
+        with self._changed:
+            self._changed.notify_all()  # wake wait()
+
+    def _compute(self, request: Request) -> None:
+        """Compute ``request`` stage by stage, publishing after each; stop early when superseded."""
+        try:
+            model = self.model(request.model_name, request.weights, request)
+            result = self._first_result(request, self._explanation(request, model))
+            self._publish(request, "result", result)
+            for status, stage in STAGES:
+                if request != self._current:
+                    return
+                self._publish(request, "status", status.format(layer=result.layer, k=request.k) + "…")
+                result = stage(result)
+                self._publish(request, "result", result)
+            self._publish(request, "done", last=True)
+        except LRPWidgetsError as error:
+            self._publish(request, "error", str(error), last=True)
+        except Exception as error:  # noqa: BLE001 - the user gets one line, the log gets the traceback
+            log.exception("computing %s failed", request)
+            self._publish(request, "error", f"unexpected error ({type(error).__name__}: {error}); "
+                                            "the previous result is kept", last=True)
+        finally:
             _release_freed_memory()
 
-    def wait(self) -> None:
-        """Block until the queued jobs are done."""
-        if self._executor is not None:
-            self._executor.submit(lambda: None).result()
-
-    # jobs -----------------------------------------------------------------------------------------
-    def _explain(self, change=None) -> None:
-        if self.state.image is None:
-            return
-        if change is not None and change["name"] in ("image", "model_name", "weights") and self.state.target is not None:
-            self.state.target = None  # a new image or model: explain its own top-1 (this re-triggers)
-            return
-        self._submit(self._explain_job)
-
-    def _explain_job(self, generation: int) -> None:
-        state = self.state
-        model = self.model(state.model_name, state.weights)
-        image = image_key(state.image)
-        bundle = self.bundles.get((image, state.target, model.name, model.weights, state.top_n))
+    def _explanation(self, request: Request, model: LoadedModel) -> Bundle:
+        bundle = self.bundles.get(request.explanation_key)
         if bundle is None:
-            state.status = f"explaining {state.image_name or 'the image'} with {model.name}…"
-            bundle = Bundle.explain(model, state.image, state.target, top_n=state.top_n)
-            for target in {state.target, bundle.target}:  # the top-1 is also its own class
-                self.bundles[image, target, model.name, model.weights, state.top_n] = bundle
+            name = request.image_name or "the image"
+            what = "its top class" if request.target is None else f"class {model.category(request.target)}"
+            self._publish(request, "status", f"explaining {name} for {what} with {model.name}…")
+            bundle = Bundle.explain(model, request.image, request.target, top_n=request.top_n)
+            bundle.picture, bundle.predictions  # noqa: B018 - computed here, not while a view renders
+            for target in {request.target, bundle.target}:  # the top-1 is also its own class
+                self.bundles[replace(request, target=target).explanation_key] = bundle
             self._forget_old_bundles()
-        if not self._current(generation):
-            return
-        state.error = ""  # a new explanation replaces whatever went wrong before
-        state.pretrained = model.pretrained
-        if state.layer not in bundle.conv_layers:
-            with state.hold_trait_notifications():  # no sweep of the old explanation at the new layer
-                state.layer = bundle.conv_layers[-1]
-                state.bundle = bundle
-        state.sweep_ready = bundle.has_sweep(state.layer)
-        state.selected = ()
-        state.bundle = bundle
-        self._paths_job(generation)
-        self._sweep_job(generation)
+        return bundle
+
+    @staticmethod
+    def _first_result(request: Request, bundle: Bundle) -> Result:
+        layer = request.layer if request.layer in bundle.conv_layers else bundle.conv_layers[-1]
+        return Result(request, bundle, layer)
 
     def _forget_old_bundles(self) -> None:
         distinct = list(dict.fromkeys(self.bundles.values()))  # insertion order: oldest first
@@ -132,39 +380,19 @@ class Session:
             for key in [key for key, bundle in self.bundles.items() if bundle is old]:
                 del self.bundles[key]
 
-    def _paths(self, change=None) -> None:
-        if self.state.bundle is not None:
-            self._submit(self._paths_job, supersede=False)
-
-    def _paths_job(self, generation: int) -> None:
-        bundle, k = self.state.bundle, self.state.k
-        self.state.status = "finding the best paths…"
-        bundle.paths(k)
-        bundle.union_relevance(k)
-        bundle.path_relevance(k)
-        bundle.path_activation(k)
-        if self._current(generation) and bundle is self.state.bundle:
-            self.state.paths_revision += 1
-
-    def _sweep(self, change=None) -> None:
-        if self.state.bundle is not None:
-            self.state.sweep_ready = self.state.bundle.has_sweep(self.state.layer)
-            self._submit(self._sweep_job, supersede=False)
-
-    def _sweep_job(self, generation: int) -> None:
-        bundle, layer = self.state.bundle, self.state.layer
-        self.state.status = f"threshold sweep at {layer}…"
-        bundle.sweep(layer)
-        if bundle is self.state.bundle and layer == self.state.layer:
-            self.state.sweep_ready = True
-
-    # models ---------------------------------------------------------------------------------------
-    def model(self, name: str, weights: str) -> LoadedModel:
+    def model(self, name: str, weights: str, request: Request | None = None) -> LoadedModel:
         key = (name, weights)
         if key not in self.models:
-            self.state.status = f"loading {name} ({weights} weights)…"
+            if request is not None:
+                self._publish(request, "status", f"loading {name} ({weights} weights)…")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UntrainedWeightsWarning)
                 self.models[key] = load_model(name, weights, progress=False, device=self.device)
         return self.models[key]
 
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,17 +1,20 @@
-"""The one state object every view observes and writes to.
+"""The one state object every view observes: inputs set by the controls, the published result.
 
-Inputs (image, model, weights, target, layer, α, k, selected neuron, display choices) are set by
-views; the :class:`~lrp_widgets.views.session.Session` turns them into results (``bundle``,
-``sweep_ready``) and status (``busy``, ``status``, ``error``).
+Inputs (image, model, weights, class, layer, α, k, selected neuron) make the session's current
+:class:`~lrp_widgets.views.session.Request`; display choices (heatmap mode, opacity) only change how a
+view renders. The :class:`~lrp_widgets.views.session.Session` publishes ``result`` (the current request's
+results), ``busy``, ``status`` and ``error``.
 
 >>> state = ExplorerState()
->>> state.alpha, state.k, state.heatmap_mode
-(1.0, 5, 'selection')
+>>> state.alpha, state.k, state.heatmap_mode, state.result
+(1.0, 5, 'selection', None)
 """
 from __future__ import annotations
 
 from traitlets import Any, Bool, Float, HasTraits, Int, Tuple, Unicode
 
+#: The traits a request is made of (``image_name`` only labels the image and changes with it).
+INPUTS = ("image", "model_name", "weights", "target", "top_n", "layer", "alpha", "k", "selected")
 #: What the relevance heatmap shows: the full explanation, the neurons Algorithm 1 keeps at the
 #: chosen layer for α, the union of the k paths, or one path ("path 0" … "path k-1").
 HEATMAP_MODES = ("full", "selection", "paths")
@@ -33,11 +36,14 @@ class ExplorerState(HasTraits):
     # display
     heatmap_mode = Unicode("selection")
     opacity = Float(0.8)
-    # results and status (written by the session)
-    bundle = Any(None, allow_none=True, help="analysis.bundle.Bundle of the current explanation")
+    # published by the session
+    result = Any(None, allow_none=True, help="session.Result of the current request, or None before the first")
     pretrained = Bool(True)
-    paths_revision = Int(0, help="bumped when the bundle's k paths and their heatmaps are ready")
-    sweep_ready = Bool(False)
     busy = Bool(False)
     status = Unicode("")
     error = Unicode("")
+
+    @property
+    def bundle(self):
+        """The explanation on screen (``analysis.bundle.Bundle``), or None."""
+        return self.result.bundle if self.result is not None else None

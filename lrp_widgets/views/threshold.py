@@ -2,6 +2,8 @@
 readout and the sweep curves (bqplot), the optimal α marked."""
 from __future__ import annotations
 
+from html import escape
+
 import bqplot
 import ipywidgets as widgets
 
@@ -10,7 +12,7 @@ from .common import View
 
 
 class ThresholdSlider(View):
-    observes = ("bundle", "alpha", "layer", "sweep_ready")
+    observes = ("result",)
 
     def __init__(self, state):
         self.alpha = widgets.FloatSlider(value=state.alpha, min=DEFAULT_ALPHAS[0], max=DEFAULT_ALPHAS[-1], step=0.25,
@@ -21,7 +23,9 @@ class ThresholdSlider(View):
                                         layout=widgets.Layout(width="160px"))
         widgets.link((self.alpha, "value"), (state, "alpha"))
         widgets.link((self.k, "value"), (state, "k"))
+        self._syncing = False
         self.layer.observe(self._layer_chosen, "value")
+        state.observe(self._show_layer, "layer")
         self.readout = widgets.HTML()
         x, y = bqplot.LinearScale(), bqplot.LinearScale()
         self.curves = bqplot.Lines(x=[], y=[[], []], scales={"x": x, "y": y}, colors=["#d62728", "#1f77b4"],
@@ -39,30 +43,43 @@ class ThresholdSlider(View):
         self.refresh()
 
     def _layer_chosen(self, change) -> None:
-        if change["new"]:
+        if change["new"] and not self._syncing:
             self.state.layer = change["new"]
 
+    def _show_layer(self, change=None) -> None:
+        """The dropdown shows the current request's layer (among the explained model's layers)."""
+        self._syncing = True
+        try:
+            layers = self.state.result.bundle.conv_layers if self.state.result is not None else []
+            if list(self.layer.options) != layers:
+                self.layer.options = layers
+            self.layer.value = self.state.layer if self.state.layer in layers else None
+        finally:
+            self._syncing = False
+
     def refresh(self) -> None:
-        state, bundle = self.state, self.state.bundle
-        if bundle is None:
+        result = self.state.result
+        if result is None:
             return
-        if list(self.layer.options) != bundle.conv_layers:
-            self.layer.options = bundle.conv_layers
-        self.layer.value = state.layer
-        selection = bundle.selection(state.layer, state.alpha)
+        self._show_layer()
+        self.marker.x = [result.request.alpha, result.request.alpha]
+        selection, sweep = result.selection, result.sweep
+        if selection is None:
+            self.readout.value = f"<i>Algorithm 1 at {result.layer}…</i>"
+            return
         kept = int(selection.kept.sum())
-        text = f"keeps <b>{kept}</b>/{selection.kept.numel()} neurons (score &gt; μ − α·σ = {selection.threshold:.3g})"
-        self.marker.x = [state.alpha, state.alpha]
-        if state.sweep_ready:
-            sweep = bundle.sweep(state.layer)
-            at = sweep.at(state.alpha)
-            text += (f"<br>MSE {at['mse']:.3g} · SMAPE {at['smape']:.3g} · optimal α = <b>{sweep.optimal_alpha:g}</b>")
+        text = (f"keeps <b>{kept}</b>/{selection.kept.numel()} neurons of {result.layer} for class "
+                f"{escape(result.class_name)} (score &gt; μ − α·σ = {selection.threshold:.3g})")
+        if sweep is None:
+            self.readout.value = text + "<br><i>computing the sweep…</i>"
+            return
+        at = sweep.at(result.request.alpha)
+        text += f"<br>MSE {at['mse']:.3g} · SMAPE {at['smape']:.3g} · optimal α = <b>{sweep.optimal_alpha:g}</b>"
+        if self.changed("curves", sweep):
             top = max(max(sweep.mse), max(sweep.smape) / 2) or 1.0
             with self.curves.hold_sync():
                 self.curves.x = sweep.alphas
                 self.curves.y = [sweep.mse, [value / 2 for value in sweep.smape]]
             self.marker.y = self.optimum.y = [0, top]
             self.optimum.x = [sweep.optimal_alpha, sweep.optimal_alpha]
-        else:
-            text += "<br><i>computing the sweep…</i>"
         self.readout.value = text
