@@ -56,7 +56,7 @@ def test_bad_uploads_leave_a_message_and_the_explanation(explorer, name, monkeyp
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "I;16", "RGBA", "LA", "P", "L", "1x1", "4000x3", "GIF"])
-def test_odd_but_valid_images_are_explained(mode):
+def test_odd_but_valid_images_are_explained(explorer, mode):
     if mode == "1x1":
         data = encode(Image.new("RGB", (1, 1), (200, 10, 10)))
     elif mode == "4000x3":
@@ -68,10 +68,15 @@ def test_odd_but_valid_images_are_explained(mode):
         data = encode(Image.fromarray(np.full((40, 30), 30000, dtype=np.uint16)))
     else:
         data = encode(Image.open(CASTLE).convert(mode), "JPEG" if mode == "CMYK" else "PNG")
-    from lrp_widgets.engine.images import preprocess
-
-    x = preprocess(open_image(data))[None]
-    assert x.shape == (1, 3, 224, 224) and torch.isfinite(x).all()
+    state = explorer.state
+    explorer.picker.load(lambda: open_image(data), f"odd-{mode}")
+    result = state.result
+    assert state.error == "" and result.request.image_name == f"odd-{mode}" and result.complete
+    relevance = result.bundle.input_relevance
+    assert relevance.shape == (3, 224, 224) and torch.isfinite(relevance).all() and relevance.abs().sum() > 0
+    assert result.bundle.picture.shape == (224, 224, 3)
+    if mode == "GIF":  # the first frame: red
+        assert tuple(result.bundle.picture[112, 112]) == (255, 0, 0)
 
 
 def test_class_out_of_range_in_the_app(explorer):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lrp_widgets.engine import Explainer, get_composite
+from lrp_widgets.engine import Epsilon, Explainer, get_composite
 from lrp_widgets.peers import captum_lrp, zennit_relevance
 
 from .conftest import random_model
@@ -63,7 +63,27 @@ def test_conservation_table_on_vgg16(vgg16, castle):
     explanation = Explainer(vgg16).explain(castle)
     sums = explanation.relevance_sums()
     assert set(sums) == {"input", *explanation.names}
-    torch.testing.assert_close(sums["classifier.6"], explanation.output_relevance)
-    # Pass-through layers conserve exactly
+    logits = vgg16(castle)  # the model's own forward pass, apart from the explainer's
+    top = logits[0].argmax()
+    assert int(explanation.targets[0]) == int(top)
+    start = explanation.relevances["classifier.6"][0]
+    assert torch.count_nonzero(start) == 1 and torch.isclose(start[top], logits[0, top], rtol=1e-5)
+    # winner-takes-all max-pooling conserves exactly
     torch.testing.assert_close(sums["features.30"], sums["avgpool"], rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(sums["features.29"], sums["features.28"])
+
+
+def test_lrp0_without_biases_conserves_the_logit_through_every_layer(castle):
+    """With zero biases, LRP-0 on every weighted layer and winner-takes-all pooling, Σ R is the same at
+    every layer: a rule that loses or invents relevance anywhere breaks this."""
+    model = random_model("vgg11")
+    with torch.no_grad():
+        for module in model.modules():
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+    weighted = [name for name, module in model.named_modules() if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))]
+    composite = get_composite("epsilon", overrides={name: Epsilon(0.0) for name in weighted})
+    explanation = Explainer(model, composite).explain(castle)
+    sums = explanation.relevance_sums()
+    logit = explanation.output_relevance
+    for name, total in sums.items():
+        torch.testing.assert_close(total, logit, rtol=2e-3, atol=0, msg=f"Σ R at {name}")

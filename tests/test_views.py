@@ -5,6 +5,8 @@ import datetime
 import io
 import random
 import threading
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -338,3 +340,16 @@ def test_two_quick_class_clicks_show_the_second_and_file_each_under_its_own_clas
     session.wait()
     assert state.result.target == top[1] == int(state.bundle.explanation.targets[0])
     fresh_checks(explorer)
+
+
+def test_the_readme_example_of_a_view_alone_runs():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("works alone on an `ExplorerState`")[1].split("```python")[1].split("```")[0]
+    namespace = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(code, "README.md", "exec"), namespace)
+    state = namespace["state"]
+    assert state.result.class_name == "castle (483)" and state.result.complete
+    assert namespace["heatmap"].caption.value.startswith("class <b>castle (483)</b>")
+    assert len(namespace["graph"].cytoscape.graph.nodes) == 8 * 15 + 1 + 16
