@@ -1,13 +1,22 @@
 """The Voila app in a real browser: Debian's Chromium driven by Playwright against a Voila server
-started here on a free port. Screenshots go to test-artifacts/ for a person to look at."""
+started here on a free port. Every test gets its own page (so its own kernel and explorer) and waits for
+the app to be idle before acting; closing the page shuts its kernel down. Screenshots go to
+test-artifacts/ for a person to look at."""
 from __future__ import annotations
 
+import base64
+import io
+import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from lrp_widgets.analysis.render import png_bytes
 from lrp_widgets.app import running_app
+from lrp_widgets.views.common import BLANK
 
 from .conftest import IMAGES
 
@@ -15,143 +24,409 @@ playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+TIMEOUT = 120  # seconds: an explanation of VGG16 takes a few seconds on two cores, a page load ~20 s
+HIGHLIGHT = "rgb(214, 39, 40)"  # #d62728, the selected bar's fill
 
 CYTOSCAPE = """() => {
   const host = [...document.querySelectorAll('div')].find(el => el._cyreg && el._cyreg.cy);
   if (!host) return null;
   const cy = host._cyreg.cy, box = host.getBoundingClientRect();
-  return {width: cy.width(), height: cy.height(), left: box.left, top: box.top,
-          nodes: cy.nodes().map(n => ({id: n.id(), classes: n.classes().join(' '), label: n.data('label'),
+  return {width: cy.width(), height: cy.height(), left: box.left, top: box.top, zoom: cy.zoom(),
+          nodes: cy.nodes().map(n => ({id: n.data('neuron') || n.id(), classes: n.classes().join(' '), label: n.data('label'),
                                        box: n.renderedBoundingBox(),
                                        x: n.renderedPosition().x, y: n.renderedPosition().y})),
           paths: cy.edges('.path').length};
 }"""
 
+#: What every view shows, read from the page (texts with non-breaking spaces made plain).
+VIEWS = """() => {
+  const plain = s => (s || '').replace(/\\u00a0/g, ' ').trim();
+  const texts = sel => [...document.querySelectorAll(sel)].map(el => plain(el.innerText));
+  const select = [...document.querySelectorAll('select')].find(s => [...s.options].some(o => o.text.includes('%')));
+  const bars = [...document.querySelectorAll('.bqplot .bar')]
+    .sort((a, b) => a.getBoundingClientRect().left - b.getBoundingClientRect().left);
+  return {
+    captions: texts('.lrp-caption'),
+    legend: texts('.lrp-graph-legend')[0] || '',
+    options: select ? [...select.options].map(o => plain(o.text)) : [],
+    chosen: select && select.selectedIndex >= 0 ? plain(select.options[select.selectedIndex].text) : null,
+    bars: bars.length,
+    highlighted: bars.map((b, i) => getComputedStyle(b).fill === 'HIGHLIGHT' ? i : -1).filter(i => i >= 0),
+    image: texts('.lrp-image-name')[0] || '',
+    error: texts('.lrp-error').join(' '),
+    busy: document.querySelectorAll('.lrp-busy').length > 0,
+    examples: [...document.querySelectorAll('.widget-toggle-buttons .widget-toggle-button')]
+      .map(b => ({label: plain(b.innerText), active: b.classList.contains('mod-active')})),
+    text: plain((document.querySelector('.lrp-explorer') || {}).innerText),
+  };
+}""".replace("HIGHLIGHT", HIGHLIGHT)
 
+#: Records every heatmap caption and graph legend the page ever shows (read back with SEEN).
+RECORD = """() => {
+  window.__seen = new Set();
+  const note = () => document.querySelectorAll('.lrp-caption, .lrp-graph-legend')
+    .forEach(el => window.__seen.add(el.innerText.replace(/\\u00a0/g, ' ').trim()));
+  new MutationObserver(note).observe(document.body, {subtree: true, childList: true, characterData: true});
+  note();
+}"""
+SEEN = "() => [...window.__seen]"
+
+PICTURE = """async (title) => {
+  for (const fig of document.querySelectorAll('.bqplot')) {
+    const t = fig.querySelector('.mainheading');
+    if (t && t.textContent.startsWith(title)) {
+      const img = fig.querySelector('image');
+      const url = img && (img.getAttribute('href') || img.getAttribute('xlink:href'));
+      if (!url) return null;
+      const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
+      let s = '';
+      for (let i = 0; i < bytes.length; i += 8192) s += String.fromCharCode(...bytes.subarray(i, i + 8192));
+      return btoa(s);
+    }
+  }
+  return null;
+}"""
+
+
+# the server, the browser, one page per test ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server():
     ARTIFACTS.mkdir(exist_ok=True)
     env = {"LRP_WIDGETS_WEIGHTS": "random", "LRP_WIDGETS_IMAGES": str(IMAGES)}
-    with open(ARTIFACTS / "voila.log", "w") as log, running_app(env, log=log) as url:
+    # room for every test's kernel even if a closed page's kernel is not shut down at once
+    with open(ARTIFACTS / "voila.log", "w") as log, running_app(env, log=log, max_kernels=32) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def page(server):
-    ARTIFACTS.mkdir(exist_ok=True)
+def browser():
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.console_errors = []
-        page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
-        page.on("pageerror", lambda e: page.console_errors.append(str(e)))
-        page.goto(server, timeout=120_000)
-        page.wait_for_selector(".lrp-explorer", timeout=120_000)
-        wait_until(page, lambda: (graph(page) or {}).get("paths", 0) > 0, "the graph with its paths")
-        yield page
+        yield browser
         browser.close()
 
 
-def wait_until(page, condition, what: str, timeout: float = 120) -> None:
+@pytest.fixture
+def page(server, browser):
+    """A fresh page of the app, idle with the castle's explanation complete; no console errors but the
+    blocked font when the test is over."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    # Voila's beforeunload handler asks the server to shut the kernel down with the page's _xsrf cookie,
+    # which Voila never sets (the request gets a 403 and the kernel lives until culled): set one
+    context.add_cookies([{"name": "_xsrf", "value": "lrp-widgets-browser-test", "url": server}])
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
+    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    page.goto(server, timeout=TIMEOUT * 1000)
+    page.wait_for_selector(".lrp-explorer", timeout=TIMEOUT * 1000)
+    wait_idle(page, "the first explanation")
+    yield page
+    errors = console_errors(page)
+    page.goto("about:blank")  # leaving the page: Voila's beforeunload handler shuts its kernel down
+    context.close()
+    assert errors == [], "console errors"
+
+
+def console_errors(page) -> list[str]:
+    return [e for e in page.console_errors if "ERR_NAME_NOT_RESOLVED" not in e]
+
+
+# reading the page --------------------------------------------------------------------------------------
+def wait_until(page, condition, what: str, timeout: float = TIMEOUT) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if condition():
             return
-        page.wait_for_timeout(250)
+        if console_errors(page):  # e.g. a widget update the browser could not apply: fail now, not at the timeout
+            shot(page, "console-error")
+            pytest.fail(f"console errors while waiting for {what}: {console_errors(page)}")
+        page.wait_for_timeout(200)
     page.screenshot(path=str(ARTIFACTS / "timeout.png"))
-    pytest.fail(f"timed out waiting for {what}")
+    pytest.fail(f"timed out waiting for {what}; the page shows {views(page)}")
 
 
 def graph(page):
     return page.evaluate(CYTOSCAPE)
 
 
-def figure_png(page, title: str) -> str:
-    """The PNG (data URL) a bqplot picture figure shows, found by its title's start."""
-    return page.evaluate("""(title) => {
-      for (const fig of document.querySelectorAll('.bqplot')) {
-        const t = fig.querySelector('.mainheading');
-        if (t && t.textContent.startsWith(title)) {
-          const img = fig.querySelector('image');
-          return img ? (img.getAttribute('href') || img.getAttribute('xlink:href')) : null;
-        }
-      }
-      return null;
-    }""", title)
+def views(page) -> dict:
+    return page.evaluate(VIEWS)
 
 
+def picture(page, title: str) -> bytes | None:
+    """The PNG a bqplot picture figure shows, found by its title's start."""
+    data = page.evaluate(PICTURE, title)
+    return None if data is None else base64.b64decode(data)
+
+
+PLACEHOLDER = png_bytes(BLANK)
+
+
+def is_placeholder(png: bytes) -> bool:
+    """The blank light-grey placeholder (or any picture of one colour)."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return png == PLACEHOLDER or bool((pixels == pixels[0, 0]).all())
+
+
+def heatmap(page, title: str) -> bytes:
+    """The PNG of a heatmap figure, asserting it is a real picture and not the placeholder."""
+    png = picture(page, title)
+    assert png is not None, f"no {title} figure"
+    assert not is_placeholder(png), f"the {title} figure shows the blank placeholder"
+    return png
+
+
+def class_of(text: str | None) -> str | None:
+    """'castle (483)' from a caption, legend line or dropdown option."""
+    found = re.search(r"(?:class |^)(.+?) \((\d+)\)", text or "")
+    return f"{found.group(1)} ({found.group(2)})" if found else None
+
+
+def classes_shown(page) -> dict[str, str | None]:
+    """The class each view shows."""
+    shown = views(page)
+    captions = shown["captions"] + [None, None]
+    highlighted = shown["highlighted"]
+    return {"relevance caption": class_of(captions[0]), "activation caption": class_of(captions[1]),
+            "graph legend": class_of(shown["legend"]), "dropdown": class_of(shown["chosen"]),
+            "highlighted bar": (class_of(shown["options"][highlighted[0]]) if len(highlighted) == 1 else
+                                f"{len(highlighted)} bars highlighted")}
+
+
+def bar_class(page, index: int) -> str:
+    """The class of the ``index``-th bar (the dropdown lists the top-5 in the bars' order)."""
+    shown = views(page)
+    assert shown["bars"] == 5 and len(shown["options"]) >= 5, shown
+    return class_of(shown["options"][index])
+
+
+def idle(page) -> bool:
+    """The app finished: nothing working, the sweep shown, both captions and the graph's paths drawn."""
+    shown = views(page)
+    return (not shown["busy"] and "optimal α" in shown["text"] and len(shown["captions"]) == 2
+            and "computing" not in " ".join(shown["captions"]) and (graph(page) or {}).get("paths", 0) > 0)
+
+
+def wait_idle(page, what: str) -> None:
+    wait_until(page, lambda: idle(page), what)
+
+
+def wait_for_class(page, name: str, what: str) -> None:
+    """Until every view shows class ``name`` and the app is idle."""
+    wait_until(page, lambda: idle(page) and set(classes_shown(page).values()) == {name}, what)
+
+
+def class_node(page) -> dict:
+    """The graph's class node: the one node of its last column."""
+    nodes = [n for n in graph(page)["nodes"] if "header" not in n["classes"]]
+    last = max((n["x"] for n in nodes))
+    column = [n for n in nodes if abs(n["x"] - last) < 1]
+    assert len(column) == 1, column
+    return column[0]
+
+
+def inside(shown: dict, node: dict) -> bool:
+    box = node["box"]
+    return box["x1"] >= 0 and box["y1"] >= 0 and box["x2"] <= shown["width"] and box["y2"] <= shown["height"]
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def upload(page, path: Path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="upload").click()
+    chooser.value.set_files(str(path))
+
+
+def example_button(page, name: str):
+    return page.locator(".widget-toggle-buttons .widget-toggle-button", has_text=name)
+
+
+# the tests ---------------------------------------------------------------------------------------------
 def test_app_renders_every_view(page):
-    page.screenshot(path=str(ARTIFACTS / "app.png"))
+    shot(page, "app")
     shown = graph(page)
     assert len(shown["nodes"]) == 8 * 15 + 1 + 16  # nodes and column headers
     for node in shown["nodes"]:
-        box = node["box"]
-        assert box["x1"] >= 0 and box["y1"] >= 0 and box["x2"] <= shown["width"] and box["y2"] <= shown["height"], node
-    for title in ("relevance", "activation", "deconvolution", "neuron relevance"):
-        assert figure_png(page, title), title
+        assert inside(shown, node), node
+    for title in ("relevance", "activation"):
+        heatmap(page, title)
+    for title in ("deconvolution", "neuron relevance"):  # no neuron selected yet
+        assert picture(page, title) == PLACEHOLDER, title
+    assert page.get_by_text("click a neuron in the graph to see its deconvolution").is_visible()
     assert page.locator(".lrp-untrained").is_visible()
     assert page.locator(".widget-slider").first.is_visible()
     assert page.locator(".bqplot .bar").count() == 5  # the top-5 class chart
     assert page.get_by_text("threshold sweep").first.is_visible()
+    top1 = bar_class(page, 0)
+    assert set(classes_shown(page).values()) == {top1}, classes_shown(page)
+    assert class_node(page)["label"] == top1.rsplit(" (", 1)[0]
+    state = views(page)
+    assert state["image"] == "image: castle"
+    assert [b["label"] for b in state["examples"] if b["active"]] == ["castle"]
+    assert state["error"] == ""
 
 
 def test_moving_the_slider_changes_the_graph_and_the_heatmap(page):
-    wait_until(page, lambda: "optimal α" in page.inner_text(".lrp-explorer"), "the sweep")
-    before_nodes, before_png = graph(page)["nodes"], figure_png(page, "relevance")
+    before_nodes, before_png = graph(page)["nodes"], heatmap(page, "relevance")
+    assert "kept by α = 1 at features.28" in views(page)["captions"][0]
     handle = page.locator(".widget-slider .noUi-handle").first
     handle.focus()
-    for _ in range(6):
+    for _ in range(6):  # 1 → -0.5 in steps of 0.25
         handle.press("ArrowLeft")
-    wait_until(page, lambda: figure_png(page, "relevance") != before_png, "the heatmap to change")
+    wait_until(page, lambda: idle(page) and "kept by α = -0.5 at features.28" in views(page)["captions"][0],
+               "the caption for α = -0.5")
+    shot(page, "slider")
+    assert heatmap(page, "relevance") != before_png
     after = graph(page)["nodes"]
     assert [(n["classes"], n["label"]) for n in after] != [(n["classes"], n["label"]) for n in before_nodes]
-    page.screenshot(path=str(ARTIFACTS / "slider.png"))
+    assert "α = -0.5" in views(page)["legend"]
 
 
 def test_clicking_a_graph_node_updates_the_deconvolution(page):
-    before = figure_png(page, "deconvolution")
-    page.wait_for_timeout(1000)  # let the graph settle after the last update
+    assert picture(page, "deconvolution") == PLACEHOLDER
+    top1 = bar_class(page, 0)
     shown = graph(page)
     node = next(n for n in shown["nodes"] if n["id"].startswith("features.26:"))
     page.mouse.move(shown["left"] + node["x"], shown["top"] + node["y"])
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(300)  # cytoscape needs the pointer over the node before the press
     page.mouse.down()
     page.wait_for_timeout(100)
     page.mouse.up()
     layer, index = node["id"].split(":")
-    wait_until(page, lambda: f"selected: {layer} neuron {index}" in page.inner_text(".lrp-explorer"),
+    wait_until(page, lambda: f"selected: {layer} neuron {index}" in views(page)["text"] and idle(page),
                "the deconv label")
-    wait_until(page, lambda: figure_png(page, "deconvolution") != before, "the deconvolution image")
-    page.screenshot(path=str(ARTIFACTS / "deconv.png"))
+    assert f"for class {top1}" in views(page)["text"]
+    heatmap(page, "deconvolution")
+    heatmap(page, "neuron relevance")
+    assert "selected-neuron" in next(n for n in graph(page)["nodes"] if n["id"] == node["id"])["classes"]
+    shot(page, "deconv")
 
 
 def test_choosing_another_class_updates_the_relevance_heatmap(page):
-    before = figure_png(page, "relevance")
+    before = heatmap(page, "relevance")
+    third = bar_class(page, 2)
     select = page.locator("select").filter(has=page.locator("option", has_text="%")).first
-    options = select.locator("option").all_inner_texts()
-    select.select_option(label=options[2])
-    wait_until(page, lambda: figure_png(page, "relevance") != before, "the new class's heatmap")
-    page.screenshot(path=str(ARTIFACTS / "class.png"))
+    select.select_option(index=2)
+    wait_for_class(page, third, f"every view to show {third}")
+    assert heatmap(page, "relevance") != before
+    shot(page, "class")
 
 
 def test_a_bad_upload_shows_an_error_and_the_app_keeps_working(page, tmp_path):
+    before = heatmap(page, "relevance")
     bad = tmp_path / "holiday.jpg"
     bad.write_text("this is not a picture")
-    with page.expect_file_chooser() as chooser:
-        page.get_by_role("button", name="upload").click()
-    chooser.value.set_files(str(bad))
-    wait_until(page, lambda: page.locator(".lrp-error").count() > 0, "the error message")
-    assert "holiday.jpg" in page.inner_text(".lrp-error") or "not an image" in page.inner_text(".lrp-error")
-    page.screenshot(path=str(ARTIFACTS / "bad-upload.png"))
-    before = figure_png(page, "relevance")
-    page.get_by_role("button", name="zebra").click()
-    wait_until(page, lambda: figure_png(page, "relevance") != before and page.locator(".lrp-error").count() == 0
-               and page.locator(".lrp-busy").count() == 0, "the zebra explanation")
-    page.screenshot(path=str(ARTIFACTS / "zebra.png"))
+    upload(page, bad)
+    wait_until(page, lambda: views(page)["error"] != "", "the error message")
+    state = views(page)
+    assert "the upload is not an image Pillow can read" in state["error"]
+    assert state["image"] == "image: castle"  # the castle stays on screen
+    assert "castle" in [b["label"] for b in state["examples"] if b["active"]]
+    shot(page, "bad-upload")
+    example_button(page, "zebra").click()
+    wait_until(page, lambda: idle(page) and views(page)["image"] == "image: zebra"
+               and heatmap(page, "relevance") != before, "the zebra explanation")
+    state = views(page)
+    assert state["error"] == ""
+    assert [b["label"] for b in state["examples"] if b["active"]] == ["zebra"]
+    shot(page, "zebra")
 
 
-def test_no_console_errors_but_the_blocked_font(page):
-    unexpected = [e for e in page.console_errors if "ERR_NAME_NOT_RESOLVED" not in e]
-    assert unexpected == []
+def test_the_top1_bar_can_be_chosen_again(page):
+    first, second = bar_class(page, 0), bar_class(page, 1)
+    page.locator(".bqplot .bar").nth(1).click()
+    wait_for_class(page, second, f"every view to show the 2nd class {second}")
+    shot(page, "second-bar")
+    page.locator(".bqplot .bar").nth(0).click()
+    wait_for_class(page, first, f"every view to show the 1st class {first} again")
+    assert views(page)["highlighted"] == [0]
+    assert class_node(page)["label"] == first.rsplit(" (", 1)[0]
+    shot(page, "first-bar-again")
+
+
+def test_two_quick_class_clicks_show_the_last_class(page):
+    second, fourth = bar_class(page, 1), bar_class(page, 3)
+    page.evaluate(RECORD)
+    boxes = [page.locator(".bqplot .bar").nth(i).bounding_box() for i in (1, 3)]
+    points = [(b["x"] + b["width"] / 2, b["y"] + b["height"] - 5) for b in boxes]
+    start = time.monotonic()
+    page.mouse.click(*points[0])
+    page.mouse.click(*points[1])
+    assert time.monotonic() - start < 0.3, "the two clicks were not quick"
+    wait_for_class(page, fourth, f"every view to show the 4th class {fourth}")
+    assert views(page)["highlighted"] == [3]
+    assert class_node(page)["label"] == fourth.rsplit(" (", 1)[0]
+    # the 2nd class's explanation was superseded before it was done: no view ever showed it
+    shown_second = [text for text in page.evaluate(SEEN) if class_of(text) == second]
+    assert shown_second == [], "a superseded class's results were shown"
+    shot(page, "quick-clicks")
+    fourth_png = heatmap(page, "relevance")
+    page.locator("select").filter(has=page.locator("option", has_text="%")).first.select_option(index=1)
+    wait_for_class(page, second, f"every view to show the 2nd class {second}")
+    assert views(page)["highlighted"] == [1]
+    assert heatmap(page, "relevance") != fourth_png
+    shot(page, "quick-clicks-then-second")
+
+
+def test_an_upload_then_an_example(page, tmp_path):
+    castle = heatmap(page, "relevance")
+    rotated = tmp_path / "zebra-rotated.png"
+    Image.open(IMAGES / "n02391049_zebra.JPEG").convert("RGB").rotate(90, expand=True).save(rotated)
+    upload(page, rotated)
+    # the name shows at once, the explanation a few seconds later: wait for a picture other than the castle's
+    wait_until(page, lambda: idle(page) and views(page)["image"] == "image: zebra-rotated.png"
+               and heatmap(page, "relevance") != castle, "the upload's explanation")
+    uploaded = heatmap(page, "relevance")
+    state = views(page)
+    assert [b["label"] for b in state["examples"] if b["active"]] == [], "an example button stays highlighted"
+    assert len(state["captions"]) == 2 and all(class_of(c) for c in state["captions"])
+    shot(page, "upload")
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture either")
+    upload(page, bad)
+    wait_until(page, lambda: "not an image" in views(page)["error"], "the bad upload's error line")
+    assert views(page)["image"] == "image: zebra-rotated.png"
+    example_button(page, "castle").click()
+    wait_until(page, lambda: idle(page) and views(page)["image"] == "image: castle"
+               and heatmap(page, "relevance") != uploaded, "the castle's explanation")
+    state = views(page)
+    assert state["error"] == "", "the earlier error line is still shown"
+    assert [b["label"] for b in state["examples"] if b["active"]] == ["castle"]
+    assert heatmap(page, "relevance") == castle  # the same picture and class as at the start
+    assert set(classes_shown(page).values()) == {bar_class(page, 0)}
+    shot(page, "upload-then-castle")
+
+
+def test_the_wheel_zooms_within_bounds_and_fit_shows_the_whole_graph(page):
+    shown = graph(page)
+    centre = (shown["left"] + shown["width"] / 2, shown["top"] + shown["height"] / 2)
+    page.mouse.move(*centre)
+    zooms = []
+    for delta in [-100] * 5 + [100] * 10:  # five notches in, back, and five more out
+        page.mouse.wheel(0, delta)
+        page.wait_for_timeout(150)
+        shown = graph(page)
+        zooms.append(shown["zoom"])
+        assert 0.2 - 1e-9 <= shown["zoom"] <= 4 + 1e-9, zooms
+        visible = [n for n in shown["nodes"] if inside(shown, n)
+                   and n["box"]["w"] >= 3 and "header" not in n["classes"]]
+        assert visible, f"no node visible at zoom {shown['zoom']}"
+        if len(zooms) == 5:
+            shot(page, "zoomed-in")
+    assert zooms[4] > zooms[0] and zooms[-1] < zooms[5], zooms  # the wheel zooms at all
+    shot(page, "zoomed-out")
+    page.mouse.move(centre[0], centre[1] + 5)
+    for _ in range(5):  # zoom in again, so that nodes lie outside the canvas
+        page.mouse.wheel(0, -100)
+        page.wait_for_timeout(150)
+    assert not all(inside(graph(page), n) for n in graph(page)["nodes"])
+    page.get_by_role("button", name="fit").click()
+    wait_until(page, lambda: all(inside(graph(page), n) for n in graph(page)["nodes"]), "fit to show every node")
+    assert len(graph(page)["nodes"]) == 8 * 15 + 1 + 16
+    shot(page, "fit")

@@ -38,7 +38,7 @@ def click(explorer, layer, index):
 
 
 def red_edges(explorer) -> set[str]:
-    return {e.data["id"] for e in explorer.graph.cytoscape.graph.edges if "path" in e.classes.split()}
+    return {e.data["pair"] for e in explorer.graph.cytoscape.graph.edges if "path" in e.classes.split()}
 
 
 def path_edge_ids(paths) -> set[str]:
@@ -71,9 +71,10 @@ def test_alpha_changes_selection_heatmap_graph_and_readout(explorer):
     assert explorer.threshold.readout.value != before[1]
     expected = relevance_overlay(result.bundle.picture, result.bundle.sweep(state.layer).heatmaps[2], state.opacity)
     assert np.array_equal(decoded(explorer.relevance.figure), expected)
-    header = next(n for n in explorer.graph.cytoscape.graph.nodes if n.data["id"] == f"header:{state.layer}")
+    header = next(n for n in explorer.graph.cytoscape.graph.nodes
+                  if "index" not in n.data and n.data["layer"] == state.layer)
     assert header.data["label"] == f"{state.layer}: {int(result.selection.kept.sum())}/512 kept"
-    dropped = {n.data["id"] for n in explorer.graph.cytoscape.graph.nodes if "dropped" in n.classes.split()}
+    dropped = {n.data["neuron"] for n in explorer.graph.cytoscape.graph.nodes if "dropped" in n.classes.split()}
     assert dropped == {f"{state.layer}:{n.index}" for n in result.graph.nodes[state.layer]
                        if not result.selection.kept[n.index]}
     assert list(explorer.threshold.marker.x) == [-1.5, -1.5]
@@ -122,7 +123,7 @@ def test_clicking_a_node_selects_it_and_fills_the_deconv_panel(explorer):
     assert f"features.26</b> neuron <b>{node.index}" in explorer.deconv.label.value
     expected = deconvolution_rgb(state.bundle.deconvolution("features.26", node.index))
     assert np.array_equal(decoded(explorer.deconv.deconvolution), expected)
-    shown = next(n for n in explorer.graph.cytoscape.graph.nodes if n.data["id"] == node.id)
+    shown = next(n for n in explorer.graph.cytoscape.graph.nodes if n.data.get("neuron") == node.id)
     assert "selected-neuron" in shown.classes.split()
     assert sum("selected-neuron" in n.classes.split() for n in explorer.graph.cytoscape.graph.nodes) == 1
     explorer.activation.mode.value = "neuron"

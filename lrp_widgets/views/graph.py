@@ -15,10 +15,12 @@ import ipycytoscape
 import ipywidgets as widgets
 
 from .common import View
+from .session import running_loop
 
 COLUMN, ROW = 90, 46
 EDGES_PER_NODE = 3
 MIN_ZOOM, MAX_ZOOM = 0.2, 4.0
+EDGE_DELAY_S = 0.3
 HOVER_HINT = "hover a neuron for its layer, index and relevance; click it to select it"
 
 STYLE = [
@@ -67,7 +69,9 @@ class LayerGraph(View):
                                                                     border="1px solid #ddd"))
         super().__init__(state, [widgets.HBox([self.fit, self.hover]), frame, self.legend],
                          layout=widgets.Layout(width="100%"))
-        self._edge_ids: set[str] = set()
+        self._edge_ids: set[tuple[str, str]] = set()
+        self._builds, self._edges_added, self._base_pairs = 0, False, []
+        self._loop = running_loop()  # the kernel's: edges are drawn a moment after their nodes
         self.refresh()
 
     def refresh(self) -> None:
@@ -80,7 +84,12 @@ class LayerGraph(View):
             self._highlight(result)
 
     def _build(self, result) -> None:
+        """A new graph: its nodes now, its edges a moment later. Element ids are new for every graph (the
+        browser adds and removes elements asynchronously: a reused id or an edge that arrives before its
+        nodes would break the drawing)."""
         self.cytoscape.graph.clear()
+        self._builds += 1
+        self._edges_added = False
         self._edge_ids = set()
         graph = result.graph
         if graph is None:
@@ -89,13 +98,14 @@ class LayerGraph(View):
         top = max((abs(n.relevance) for layer in graph.layers for n in graph.nodes[layer]), default=1.0) or 1.0
         nodes = []
         for column, layer in enumerate(graph.layers):
-            nodes.append({"data": {"id": f"header:{layer}", "layer": layer, "label": layer, "size": 16,
+            nodes.append({"data": {"id": self._id(f"header:{layer}"), "layer": layer, "label": layer, "size": 16,
                                    "colour": "#eee"}, "classes": "header",
                           "position": {"x": column * COLUMN, "y": -ROW}})
             for row, node in enumerate(graph.nodes[layer]):
                 label = result.bundle.model.category(node.index) if layer == graph.layers[-1] else str(node.index)
-                nodes.append({"data": {"id": node.id, "layer": layer, "index": node.index, "relevance": node.relevance,
-                                       "label": label, "size": 10 + 26 * (abs(node.relevance) / top) ** 0.5,
+                nodes.append({"data": {"id": self._id(node.id), "neuron": node.id, "layer": layer, "index": node.index,
+                                       "relevance": node.relevance, "label": label,
+                                       "size": 10 + 26 * (abs(node.relevance) / top) ** 0.5,
                                        "colour": "#d62728" if node.relevance >= 0 else "#1f77b4"},
                               "position": {"x": column * COLUMN, "y": row * ROW + (len(graph.nodes[layer]) == 1) * 3.5 * ROW}})
         flows = graph.edges()
@@ -104,33 +114,64 @@ class LayerGraph(View):
         by_source: dict[str, list] = {}
         for u, v, w in flows:
             by_source.setdefault(u.id, []).append((u.id, v.id))
-        pairs = [pair for items in by_source.values()
-                 for pair in sorted(items, key=lambda pair: -abs(self._flows[pair]))[:EDGES_PER_NODE]]
-        self.cytoscape.graph.add_graph_from_json({"nodes": nodes, "edges": self._edges(pairs)}, directed=False)
+        self._base_pairs = [pair for items in by_source.values()
+                            for pair in sorted(items, key=lambda pair: -abs(self._flows[pair]))[:EDGES_PER_NODE]]
+        self.cytoscape.graph.add_graph_from_json({"nodes": nodes, "edges": []}, directed=False)
+        if self._loop is None:
+            self._add_edges(self._builds)
+        else:
+            self._loop.call_later(EDGE_DELAY_S, self._add_edges, self._builds)
 
-    def _edges(self, pairs) -> list[dict]:
-        self._edge_ids |= {f"{u}->{v}" for u, v in pairs}
-        return [{"data": {"id": f"{u}->{v}", "source": u, "target": v, "weight": self._flows[u, v],
-                          "width": 0.5 + 4 * abs(self._flows[u, v]) / self._best}} for u, v in pairs]
+    def _id(self, name: str) -> str:
+        return f"g{self._builds}/{name}"
 
-    def _highlight(self, result) -> None:
-        request = result.request
+    def _add_edges(self, build: int) -> None:
+        result = self.state.result
+        if build != self._builds or result is None or result.graph is None:
+            return  # another graph was drawn meanwhile
+        path_edges, longest, dropped = self._marks(result)
+        pairs = list(dict.fromkeys(self._base_pairs + sorted(path_edges)))
+        self._edge_ids = set(pairs)
+        self.cytoscape.graph.add_graph_from_json({"nodes": [], "edges": [
+            {"data": {"id": self._id(f"{u}->{v}"), "pair": f"{u}->{v}", "source": self._id(u), "target": self._id(v),
+                      "weight": self._flows[u, v], "width": 0.5 + 4 * abs(self._flows[u, v]) / self._best},
+             "classes": self._edge_classes((u, v), path_edges, longest, dropped)} for u, v in pairs]})
+        self._edges_added = True
+        self._highlight(result)
+
+    @staticmethod
+    def _marks(result) -> tuple[set, set, set]:
+        """The edges of the k paths, those of the best path, and the neurons α drops (as neuron ids)."""
         path_edges, longest = set(), set()
         for rank, path in enumerate(result.paths or ()):
             path_edges |= path.edges
             if rank == 0:
                 longest = path.edges
-        missing = [pair for pair in path_edges if f"{pair[0]}->{pair[1]}" not in self._edge_ids]
-        if missing:
-            self.cytoscape.graph.add_graph_from_json({"nodes": [], "edges": self._edges(missing)})
         kept = result.selection.kept if result.selection is not None else None
         dropped = ({f"{result.layer}:{i}" for i in (~kept).nonzero().flatten().tolist()}
                    if kept is not None else set())
-        for edge in self.cytoscape.graph.edges:
-            pair = (edge.data["source"], edge.data["target"])
-            classes = ("path " if pair in path_edges else "") + ("longest " if pair in longest else "") + (
-                "through-dropped" if pair in path_edges and (pair[0] in dropped or pair[1] in dropped) else "")
-            self._set(edge, classes)
+        return path_edges, longest, dropped
+
+    @staticmethod
+    def _edge_classes(pair, path_edges, longest, dropped) -> str:
+        return (("path " if pair in path_edges else "") + ("longest " if pair in longest else "") + (
+            "through-dropped" if pair in path_edges and (pair[0] in dropped or pair[1] in dropped) else "")).strip()
+
+    def _highlight(self, result) -> None:
+        request = result.request
+        path_edges, longest, dropped = self._marks(result)
+        kept = result.selection.kept if result.selection is not None else None
+        if self._edges_added:
+            missing = [pair for pair in path_edges if pair not in self._edge_ids]
+            if missing:  # a path through an edge not drawn yet (its nodes were drawn long ago)
+                self._edge_ids |= set(missing)
+                self.cytoscape.graph.add_graph_from_json({"nodes": [], "edges": [
+                    {"data": {"id": self._id(f"{u}->{v}"), "pair": f"{u}->{v}", "source": self._id(u),
+                              "target": self._id(v), "weight": self._flows[u, v],
+                              "width": 0.5 + 4 * abs(self._flows[u, v]) / self._best}} for u, v in missing]})
+            for edge in self.cytoscape.graph.edges:
+                pair = tuple(edge.data["pair"].split("->"))
+                self._set(edge, self._edge_classes(pair, path_edges, longest, dropped))
         selected = f"{request.selected[0]}:{request.selected[1]}" if request.selected else ""
         for node in self.cytoscape.graph.nodes:
             if "index" not in node.data:  # a column header: the α layer's shows how many neurons α keeps
@@ -138,8 +179,8 @@ class LayerGraph(View):
                 label = f"{result.layer}: {int(kept.sum())}/{kept.numel()} kept" if here else node.data["layer"]
                 self._set(node, "header alpha-layer" if here else "header", label)
                 continue
-            self._set(node, ("dropped " if node.data["id"] in dropped else "")
-                      + ("selected-neuron" if node.data["id"] == selected else ""))
+            self._set(node, ("dropped " if node.data["neuron"] in dropped else "")
+                      + ("selected-neuron" if node.data["neuron"] == selected else ""))
         paths = (f"<span style='color:#d62728'>red</span>: the {len(result.paths)} best paths of the full graph "
                  "(α does not change them; dashed where a path runs through a neuron α drops)"
                  if result.paths is not None else "<i>finding the best paths…</i>")

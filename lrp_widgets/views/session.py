@@ -173,7 +173,7 @@ class Session:
         self.models: dict[tuple[str, str], LoadedModel] = {}
         self.bundles: dict[tuple, Bundle] = {}
         self._keyed: tuple[Image.Image | None, str] = (None, "")  # the last image and its content key
-        self._loop = _running_loop()  # the kernel's event loop, where results are published
+        self._loop = running_loop()  # the kernel's event loop, where results are published
         self._publications: queue.SimpleQueue = queue.SimpleQueue()
         self._changed = threading.Condition()
         self._current: Request | None = None  # the latest request
@@ -391,7 +391,7 @@ class Session:
         return self.models[key]
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
+def running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
