@@ -27,17 +27,22 @@ Explorer(model=os.environ.get("LRP_WIDGETS_MODEL", "vgg16"),
 #: Voila settings for a shared deployment: no tracebacks or sources in the browser; idle kernels are
 #: culled after 10 minutes so abandoned tabs give their memory back; at most ``max_kernels`` visitors.
 VOILA_SETTINGS = ["--VoilaConfiguration.show_tracebacks=False", "--VoilaConfiguration.strip_sources=True",
+                  "--VoilaConfiguration.template=lrp",
                   "--VoilaConfiguration.multi_kernel_manager_class=lrp_widgets.deploy.BoundedKernelManager",
                   "--MappingKernelManager.cull_idle_timeout=600", "--MappingKernelManager.cull_interval=60",
                   "--MappingKernelManager.cull_connected=False"]
 MAX_KERNELS = 8
+#: where Voila finds the ``lrp`` template (its lab template without CDN requests)
+SHARE = Path(__file__).resolve().parent / "share"
+TITLE = "LRP explorer: what does the network see?"  # the browser tab's title
 
 
 def notebook_json() -> dict:
     cell = {"cell_type": "code", "execution_count": None, "id": "explorer", "metadata": {}, "outputs": [],
             "source": APP_SOURCE}
     return {"cells": [cell], "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
-                                                         "name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}
+                                                         "name": "python3"}, "title": TITLE},
+            "nbformat": 4, "nbformat_minor": 5}
 
 
 def app_notebook() -> Path:
@@ -60,10 +65,15 @@ def voila_command(port: int | None = None, browser: bool = True, max_kernels: in
     return command
 
 
+def voila_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with our template folder first on Jupyter's data path."""
+    return {**env, "JUPYTER_PATH": os.pathsep.join(filter(None, [str(SHARE), env.get("JUPYTER_PATH", "")]))}
+
+
 def serve(port: int | None = None, weights: str = "auto", model: str = "vgg16", browser: bool = True,
           max_kernels: int = MAX_KERNELS, device: str = "cpu") -> int:
     """Run Voila in the foreground until interrupted."""
-    env = dict(os.environ, LRP_WIDGETS_WEIGHTS=weights, LRP_WIDGETS_MODEL=model, LRP_WIDGETS_DEVICE=device)
+    env = voila_env(dict(os.environ, LRP_WIDGETS_WEIGHTS=weights, LRP_WIDGETS_MODEL=model, LRP_WIDGETS_DEVICE=device))
     try:
         return subprocess.call(voila_command(port, browser, max_kernels), env=env)
     except KeyboardInterrupt:
@@ -82,7 +92,7 @@ def running_app(env: dict[str, str] | None = None, max_kernels: int = MAX_KERNEL
     """Voila serving the app on a free local port while the block runs; yields its URL (tests, benchmarks)."""
     port = free_port()
     process = subprocess.Popen(voila_command(port, browser=False, max_kernels=max_kernels),
-                               env=dict(os.environ, **(env or {})), stdout=log, stderr=subprocess.STDOUT)
+                               env=voila_env(dict(os.environ, **(env or {}))), stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + timeout
         while True:

@@ -65,7 +65,7 @@ def bad_inputs(tmp_path):
     return [
         ([str(tmp_path / "missing.jpg")], "does not exist"),
         ([str(text)], "not an image"),
-        ([str(truncated)], "damaged or truncated"),
+        ([str(truncated)], "not an image we can read (truncated after"),
         ([image, "--weights", str(wrong)], "does not fit vgg16"),
         ([image, "--weights", str(evil)], "not a weights file that can be loaded safely"),
         ([image, "--weights", str(tmp_path / "none.pth")], "does not exist"),

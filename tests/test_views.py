@@ -73,7 +73,7 @@ def test_alpha_changes_selection_heatmap_graph_and_readout(explorer):
     assert np.array_equal(decoded(explorer.relevance.figure), expected)
     header = next(n for n in explorer.graph.cytoscape.graph.nodes
                   if "index" not in n.data and n.data["layer"] == state.layer)
-    assert header.data["label"] == f"{state.layer}: {int(result.selection.kept.sum())}/512 kept"
+    assert header.data["label"] == f"conv5_3\n{int(result.selection.kept.sum())}/512 kept"
     dropped = {n.data["neuron"] for n in explorer.graph.cytoscape.graph.nodes if "dropped" in n.classes.split()}
     assert dropped == {f"{state.layer}:{n.index}" for n in result.graph.nodes[state.layer]
                        if not result.selection.kept[n.index]}
@@ -109,6 +109,9 @@ def test_display_choices_render_without_computing(explorer, monkeypatch):
     state.opacity = 0.3
     assert np.array_equal(decoded(explorer.relevance.figure),
                           relevance_overlay(result.bundle.picture, result.masked_relevance, 0.3))
+    before = decoded(explorer.activation.figure)
+    explorer.activation.opacity.value = 0.2  # each heatmap has its own opacity
+    assert not np.array_equal(decoded(explorer.activation.figure), before) and state.opacity == 0.3
     explorer.activation.mode.value = "path 1"
     assert "path 2" in explorer.activation.figure.title
     state.opacity = 0.8
@@ -120,7 +123,7 @@ def test_clicking_a_node_selects_it_and_fills_the_deconv_panel(explorer):
     assert explorer.deconv.deconvolution.blank
     click(explorer, "features.26", node.index)
     assert state.selected == ("features.26", node.index) == (state.result.neuron.layer, state.result.neuron.index)
-    assert f"features.26</b> neuron <b>{node.index}" in explorer.deconv.label.value
+    assert f"features.26</b> (conv5_2) neuron <b>{node.index}" in explorer.deconv.label.value
     expected = deconvolution_rgb(state.bundle.deconvolution("features.26", node.index))
     assert np.array_equal(decoded(explorer.deconv.deconvolution), expected)
     shown = next(n for n in explorer.graph.cytoscape.graph.nodes if n.data.get("neuron") == node.id)
@@ -217,7 +220,7 @@ def test_views_work_alone_on_a_state():
                           relevance_overlay(result.bundle.picture, result.masked_relevance, state.opacity))
     assert not activation.figure.blank and len(graph.cytoscape.graph.nodes) > 8
     state.selected = ("features.18", 3)
-    assert "features.18</b> neuron <b>3" in deconv.label.value and not deconv.deconvolution.blank
+    assert "features.18</b> (conv5_2) neuron <b>3" in deconv.label.value and not deconv.deconvolution.blank
     assert session.request == state.result.request
 
 
@@ -282,7 +285,8 @@ def fresh_checks(explorer) -> None:
     assert np.array_equal(decoded(explorer.relevance.figure),
                           relevance_overlay(result.bundle.picture, result.masked_relevance, state.opacity))
     if request.selected:
-        assert f"{request.selected[0]}</b> neuron <b>{request.selected[1]}" in explorer.deconv.label.value
+        assert f"{request.selected[0]}</b> ({result.bundle.layer_name(request.selected[0])}) neuron " \
+               f"<b>{request.selected[1]}" in explorer.deconv.label.value
 
 
 def test_fifty_interleaved_changes_end_with_every_view_on_the_last_request():
@@ -352,5 +356,5 @@ def test_the_readme_example_of_a_view_alone_runs():
         exec(compile(code, "README.md", "exec"), namespace)
     state = namespace["state"]
     assert state.result.class_name == "castle (483)" and state.result.complete
-    assert namespace["heatmap"].caption.value.startswith("class <b>castle (483)</b>")
+    assert "class <b>castle (483)</b>" in namespace["heatmap"].caption.value
     assert len(namespace["graph"].cytoscape.graph.nodes) == 8 * 15 + 1 + 16

@@ -29,6 +29,7 @@ from ..engine.deconv import deconvolve
 from ..engine.images import display_image
 from ..engine.lrp import INPUT, Explanation
 from ..engine.models import LoadedModel
+from ..engine.network import display_names, layer_sequence
 from ..engine.predict import explain_image, top_predictions
 from .graph import NeuronGraph, neuron_graph
 from .heatmaps import activation_maps, neuron_relevance, path_activation, path_relevance, union_relevance
@@ -93,6 +94,14 @@ class Bundle:
     @property
     def input_relevance(self) -> torch.Tensor:
         return self.explanation.relevances[INPUT][0]
+
+    @cached_property
+    def layer_names(self) -> dict[str, str]:
+        """Readable layer names (VGG: conv1_1 … conv5_3, pool1 … pool5, fc6 … fc8) by module name."""
+        return display_names(layer_sequence(self.model.module))
+
+    def layer_name(self, layer: str) -> str:
+        return self.layer_names.get(layer, layer)
 
     @property
     def conv_layers(self) -> list[str]:

@@ -25,23 +25,23 @@ MAX_ASPECT = 4
 TRANSFORMS = VGG16_Weights.IMAGENET1K_V1.transforms()
 
 
-def open_image(source: str | Path | bytes | Image.Image, max_bytes: int = MAX_BYTES) -> Image.Image:
+def open_image(source: str | Path | bytes | Image.Image, max_bytes: int = MAX_BYTES, name: str = "") -> Image.Image:
     """An RGB image from a path, the bytes of a file, or a PIL image, whatever its mode.
 
     Transparent images are put on white; 16-bit and float images are scaled; animated images give
-    their first frame.
+    their first frame. Errors name the file (``name`` for bytes, e.g. an upload's file name).
     """
     if isinstance(source, Image.Image):
         return to_rgb(source)
     if isinstance(source, (bytes, bytearray)):
-        data, label = bytes(source), "the upload"
+        data, label = bytes(source), name or "the upload"
     else:
         path = Path(source)
         if not path.is_file():
             raise ImageError(f"image file '{path}' does not exist")
         if path.stat().st_size > max_bytes:
-            raise ImageError(f"'{path.name}' is {_mb(path.stat().st_size)}, over the {_mb(max_bytes)} limit")
-        data, label = path.read_bytes(), f"'{path.name}'"
+            raise ImageError(f"{path.name} is {_mb(path.stat().st_size)}, over the {_mb(max_bytes)} limit")
+        data, label = path.read_bytes(), path.name
     if not data:
         raise ImageError(f"{label} is empty")
     if len(data) > max_bytes:
@@ -57,9 +57,10 @@ def open_image(source: str | Path | bytes | Image.Image, max_bytes: int = MAX_BY
         raise ImageError(f"{label} has too many pixels to be an image to explain (over "
                          f"{Image.MAX_IMAGE_PIXELS} pixels)") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{label} is not an image Pillow can read") from None
+        raise ImageError(f"{label} is not an image we can read (not a known image format)") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{label} is damaged or truncated ({error})") from None
+        reason = f"truncated after {len(data)} bytes" if "truncated" in str(error) else "damaged"
+        raise ImageError(f"{label} is not an image we can read ({reason})") from None
 
 
 def _mb(size: int) -> str:

@@ -83,3 +83,29 @@ def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach(), requires_grad=False)
     return fused
 
+
+
+def display_names(layers: list[Layer]) -> dict[str, str]:
+    """Readable names of the weighted and pooling layers: VGG's own (conv1_1 … conv5_3, pool1 … pool5,
+    fc6 … fc8) for a VGG-like sequence — convs in blocks ended by max-pooling, then linear layers — else
+    the module names.
+
+    >>> from torchvision.models import vgg16
+    >>> names = display_names(layer_sequence(vgg16()))
+    >>> names["features.0"], names["features.28"], names["features.30"], names["classifier.6"]
+    ('conv1_1', 'conv5_3', 'pool5', 'fc8')
+    """
+    names, block, conv, linear = {}, 1, 0, 5
+    for layer in layers:
+        if isinstance(layer.module, nn.Conv2d):
+            conv += 1
+            names[layer.name] = f"conv{block}_{conv}"
+        elif isinstance(layer.module, nn.MaxPool2d):
+            names[layer.name] = f"pool{block}"
+            block, conv = block + 1, 0
+        elif isinstance(layer.module, nn.Linear):
+            linear += 1
+            names[layer.name] = f"fc{linear}"
+    if not any(name.startswith("pool") for name in names.values()):
+        return {layer.name: layer.name for layer in layers}
+    return names

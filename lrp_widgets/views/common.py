@@ -62,3 +62,27 @@ class View(widgets.VBox):
 
     def refresh(self) -> None:
         raise NotImplementedError
+
+
+#: Colour bars of the views: the CSS gradient and what its left end, middle and right end mean.
+RELEVANCE_BAR = ("#0000ff, #ffffff, #ff0000", "against the class", "0", "for the class")
+ACTIVATION_BAR = ("#000004, #781c6d, #ed6925, #fcffa4", "inactive", "", "most active")
+DECONVOLUTION_BAR = ("#000000, #808080, #ffffff", "darker", "grey = 0", "brighter")
+
+
+def colour_bar(gradient: str, left: str, middle: str, right: str, width: str = "260px") -> widgets.HTML:
+    """A horizontal colour bar with what its ends and middle mean."""
+    bar = widgets.HTML(
+        f'<div style="height:10px;background:linear-gradient(to right, {gradient});border:1px solid #bbb"></div>'
+        f'<div style="display:flex;justify-content:space-between;font-size:11px;line-height:14px;color:#333">'
+        f'<span>{left}</span><span>{middle}</span><span>{right}</span></div>', layout=widgets.Layout(width=width))
+    bar.add_class("lrp-colourbar")
+    return bar
+
+
+def how_to_read(text: str, width: str = "260px") -> widgets.HTML:
+    """One short line under a view that says how to read it."""
+    line = widgets.HTML(f'<div style="font-size:12px;line-height:15px;color:#555">{text}</div>',
+                        layout=widgets.Layout(width=width))
+    line.add_class("lrp-how")
+    return line

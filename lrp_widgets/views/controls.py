@@ -14,6 +14,15 @@ from ..examples import EXAMPLES, load_example
 from .common import View
 
 
+def _short(name: str, limit: int = 18) -> str:
+    return name if len(name) <= limit else name[:limit - 1] + "…"
+
+
+def _percent(probability: float) -> str:
+    """Three significant digits: bars of nearly equal probability still read differently."""
+    return f"{100 * probability:.3g}%"
+
+
 class ClassSelector(View):
     """The top-5 classes of the result on screen; the highlighted bar and the dropdown always show the
     current request's class (``state.target``, or the top-1 for None)."""
@@ -21,16 +30,21 @@ class ClassSelector(View):
     observes = ("result", "target")
 
     def __init__(self, state):
-        x, y = bqplot.OrdinalScale(), bqplot.LinearScale(min=0)
-        self.bars = bqplot.Bars(x=[], y=[], scales={"x": x, "y": y}, colors=["#4c72b0"], interactions={"click": "select"},
-                                selected_style={"fill": "#d62728"})
+        # horizontal bars: the class names sit on the left, readable whole
+        x, y = bqplot.OrdinalScale(reverse=True), bqplot.LinearScale(min=0)
+        self.bars = bqplot.Bars(x=[], y=[], scales={"x": x, "y": y}, colors=["#4c72b0"], orientation="horizontal",
+                                interactions={"click": "select"}, selected_style={"fill": "#d62728"},
+                                tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["class", "probability"],
+                                                       formats=["", ".3%"]))
         self.bars.observe(self._bar_clicked, "selected")
-        axes = [bqplot.Axis(scale=x, tick_style={"font-size": "9px"}),
-                bqplot.Axis(scale=y, orientation="vertical", tick_format=".1%")]
-        self.chart = bqplot.Figure(marks=[self.bars], axes=axes, title="top-5 predictions (click to explain)",
-                                   title_style={"font-size": "12px"},
-                                   fig_margin={"top": 30, "bottom": 40, "left": 45, "right": 5},
-                                   layout=widgets.Layout(width="340px", height="200px"))
+        # "~" drops trailing zeros: 0.05%, 0.1%, 0.15% … or 10%, 20% … stay distinct at any scale
+        axes = [bqplot.Axis(scale=x, orientation="vertical", tick_style={"font-size": "12px"}),
+                bqplot.Axis(scale=y, label="probability", tick_format=".4~%", num_ticks=3,
+                            tick_style={"font-size": "11px"})]
+        self.chart = bqplot.Figure(marks=[self.bars], axes=axes, title="top-5 classes: click one to explain it",
+                                   title_style={"font-size": "13px"}, display_toolbar=False,
+                                   fig_margin={"top": 30, "bottom": 40, "left": 165, "right": 25},
+                                   layout=widgets.Layout(width="370px", height="210px"))
         self.choice = widgets.Dropdown(description="explain", layout=widgets.Layout(width="330px"))
         self.choice.observe(self._chosen, "value")
         self._indices: list[int] = []
@@ -55,10 +69,11 @@ class ClassSelector(View):
         try:
             if self.changed("bars", result.bundle):
                 self._indices = [p["index"] for p in predictions]
+                top = max(p["probability"] for p in predictions)
                 with self.bars.hold_sync():
-                    self.bars.x = [f"{p['name'][:14]} ({p['index']})" for p in predictions]
+                    self.bars.x = [f"{_short(p['name'])} ({p['index']})" for p in predictions]
                     self.bars.y = [p["probability"] for p in predictions]
-            options = [(f"{p['name']} ({p['index']}) {p['probability']:.1%}", p["index"]) for p in predictions]
+            options = [(f"{p['name']} ({p['index']}) {_percent(p['probability'])}", p["index"]) for p in predictions]
             if current not in self._indices:
                 options.append((f"{result.bundle.model.category(current)} ({current})", current))
             if list(self.choice.options) != options:
@@ -108,7 +123,7 @@ class ImagePicker(View):
         if change["new"]:
             item = change["new"][0]
             self.upload.value = ()  # the same file can be chosen again
-            self.load(lambda: open_image(bytes(item["content"]), self.max_bytes), item["name"])
+            self.load(lambda: open_image(bytes(item["content"]), self.max_bytes, name=item["name"]), item["name"])
 
     def load(self, read, name: str) -> None:
         """Read an image; on failure say why and keep the current one."""
@@ -139,7 +154,9 @@ class StatusBar(View):
         self.banner = widgets.HTML()
         self.progress = widgets.HTML()
         self.message = widgets.HTML()
-        super().__init__(state, [self.banner, widgets.HBox([self.progress, self.message])])
+        line = widgets.HBox([self.progress, self.message], layout=widgets.Layout(min_height="26px", height="26px",
+                                                                                 overflow="hidden"))
+        super().__init__(state, [self.banner, line])  # the line keeps its height: nothing below it moves
         self.refresh()
 
     def refresh(self) -> None:

@@ -7,7 +7,7 @@ from html import escape
 import ipywidgets as widgets
 
 from ..analysis.render import deconvolution_rgb, relevance_overlay
-from .common import PictureFigure, View
+from .common import DECONVOLUTION_BAR, RELEVANCE_BAR, PictureFigure, View, colour_bar, how_to_read
 
 
 class DeconvPanel(View):
@@ -17,7 +17,12 @@ class DeconvPanel(View):
         self.label = widgets.HTML("click a neuron in the graph to see its deconvolution")
         self.deconvolution = PictureFigure("deconvolution", size)
         self.relevance = PictureFigure("neuron relevance", size)
-        super().__init__(state, [self.label, widgets.HBox([self.deconvolution, self.relevance])])
+        explained = [widgets.VBox([self.deconvolution, colour_bar(*DECONVOLUTION_BAR, width=size),
+                                   how_to_read("The image pattern this neuron responds to (deconvnet).", size)]),
+                     widgets.VBox([self.relevance, colour_bar(*RELEVANCE_BAR, width=size),
+                                   how_to_read("The pixels whose evidence for the class passes through this neuron.",
+                                               size)])]
+        super().__init__(state, [self.label, widgets.HBox(explained)])
         self.refresh()
 
     def refresh(self) -> None:
@@ -32,7 +37,8 @@ class DeconvPanel(View):
                 self.deconvolution.show(None)
                 self.relevance.show(None)
             return
-        self.label.value = (f"selected: <b>{neuron.layer}</b> neuron <b>{neuron.index}</b>, relevance "
+        self.label.value = (f"selected: <b>{neuron.layer}</b> ({result.bundle.layer_name(neuron.layer)}) neuron "
+                            f"<b>{neuron.index}</b>, relevance "
                             f"{neuron.relevance:.4g} for class <b>{escape(result.class_name)}</b>")
         if self.changed("pictures", neuron, self.state.opacity):
             self.deconvolution.show(deconvolution_rgb(neuron.deconvolution))

@@ -41,11 +41,13 @@ class Explorer(widgets.VBox):
         self.deconv = DeconvPanel(self.state)
         self.threshold = ThresholdSlider(self.state)
         self.graph = LayerGraph(self.state)
-        top = widgets.HBox([widgets.VBox([self.picker, self.threshold]), self.classes],
-                           layout=widgets.Layout(justify_content="space-between", flex_flow="row wrap"))
-        bottom = widgets.HBox([self.relevance, self.activation, self.deconv],
-                              layout=widgets.Layout(flex_flow="row wrap"))
-        super().__init__([self.status, top, self.graph, bottom],
+        # above the fold at 1280×720: the image's heatmaps beside the classes and the α controls; below: the
+        # graph, then the sweep and the selected neuron. Rows wrap on narrow screens (768 px: two heatmaps a row)
+        wrap = widgets.Layout(flex_flow="row wrap", align_items="flex-start", grid_gap="12px")
+        side = widgets.VBox([self.classes, self.threshold], layout=widgets.Layout(width="370px"))
+        views = widgets.HBox([self.relevance, self.activation, side], layout=wrap)
+        below = widgets.HBox([self.threshold.sweep_view, self.deconv], layout=wrap)
+        super().__init__([self.status, self.picker, views, self.graph, below],
                          layout=widgets.Layout(width="100%", max_width="1400px"))
         self.add_class("lrp-explorer")
         if image is not None:

@@ -17,20 +17,33 @@ import ipywidgets as widgets
 from .common import View
 from .session import running_loop
 
-COLUMN, ROW = 90, 46
+COLUMN, ROW = 84, 34
 EDGES_PER_NODE = 3
 MIN_ZOOM, MAX_ZOOM = 0.2, 4.0
 EDGE_DELAY_S = 0.3
-HOVER_HINT = "hover a neuron for its layer, index and relevance; click it to select it"
+HOVER_HINT = "hover a neuron for its layer, index and relevance; click it (or pick it below) to select it"
+#: what the drawing means, for the legend under the graph
+LEGEND = ("<b>How to read:</b> one column per layer, input side on the left; each circle is one of the most "
+          "relevant neurons (channels) of its layer, the class on the right. "
+          "<b>Size</b> = |relevance| · <span style='color:#d62728'>●</span> red: evidence for the class · "
+          "<span style='color:#1f77b4'>●</span> blue: against · <b>grey lines</b>: relevance flowing between "
+          "neurons, wider = more · <span style='color:#d62728'><b>red lines</b></span>: the k best paths of the "
+          "full graph (thickest: the best; α does not change them; dashed where a path runs through a neuron α "
+          "drops) · <b>faded</b>: neurons that α drops at the yellow layer.")
 
 STYLE = [
     {"selector": "node", "style": {"width": "data(size)", "height": "data(size)", "background-color": "data(colour)",
-                                   "label": "data(label)", "font-size": 9, "text-valign": "bottom",
-                                   "border-width": 1, "border-color": "#555"}},
+                                   "label": "data(label)", "font-size": 13, "text-valign": "center",
+                                   "text-halign": "right", "text-margin-x": 2, "text-background-color": "#fff",
+                                   "text-background-opacity": 0.85, "text-background-padding": 1,
+                                   "border-width": 1, "border-color": "#555", "z-index": 20}},
     {"selector": "node.dropped", "style": {"opacity": 0.25}},
-    {"selector": "node.header", "style": {"shape": "round-rectangle", "width": 70, "height": 16,
-                                          "background-color": "#eee", "text-valign": "center", "font-size": 8,
-                                          "border-width": 0}},
+    {"selector": "node.class-node", "style": {"text-valign": "bottom", "text-halign": "center", "text-margin-x": 0,
+                                              "text-wrap": "wrap", "text-max-width": 80}},
+    {"selector": "node.header", "style": {"shape": "round-rectangle", "width": 76, "height": 32,
+                                          "background-color": "#eee", "text-valign": "center", "text-halign": "center",
+                                          "text-margin-x": 0, "font-size": 13, "text-wrap": "wrap",
+                                          "text-max-width": 76, "text-background-opacity": 0, "border-width": 0}},
     {"selector": "node.header.alpha-layer", "style": {"background-color": "#ffd966", "font-weight": "bold"}},
     {"selector": "node.selected-neuron", "style": {"border-width": 4, "border-color": "#000"}},
     {"selector": "edge", "style": {"width": "data(width)", "line-color": "#9aa7b8", "opacity": 0.5,
@@ -46,7 +59,7 @@ class LayerGraph(View):
 
     observes = ("result",)
 
-    def __init__(self, state, height: str = "320px"):
+    def __init__(self, state, height: str = "340px"):
         self.cytoscape = ipycytoscape.CytoscapeWidget(layout=widgets.Layout(width="100%", height="100%"))
         self.cytoscape.set_style(STYLE)
         # preset before any node exists: every later relayout keeps our columns (a force layout run first
@@ -63,11 +76,19 @@ class LayerGraph(View):
         self.fit.on_click(lambda _: self.cytoscape.relayout())
         self.hover = widgets.HTML(HOVER_HINT)
         self.hover.add_class("lrp-hover")
+        self.neuron = widgets.Dropdown(description="neuron", options=[("— pick a neuron —", ())],
+                                       layout=widgets.Layout(width="300px"))
+        self.neuron.observe(self._picked, "value")
         self.legend = widgets.HTML()
         self.legend.add_class("lrp-graph-legend")
-        frame = widgets.Box([self.cytoscape], layout=widgets.Layout(width="100%", height=height,
-                                                                    border="1px solid #ddd"))
-        super().__init__(state, [widgets.HBox([self.fit, self.hover]), frame, self.legend],
+        self.how = widgets.HTML(f'<div style="font-size:12px;line-height:16px;color:#444">{LEGEND}</div>')
+        self.how.add_class("lrp-how")
+        # below ~1300 px the graph scrolls sideways rather than shrinking its labels below 11 px
+        canvas = widgets.Box([self.cytoscape], layout=widgets.Layout(width="100%", min_width="1300px", height=height))
+        frame = widgets.Box([canvas], layout=widgets.Layout(width="100%", overflow_x="auto", overflow_y="hidden",
+                                                            border="1px solid #ddd"))
+        self._syncing = False
+        super().__init__(state, [widgets.HBox([self.fit, self.neuron, self.hover]), frame, self.legend, self.how],
                          layout=widgets.Layout(width="100%"))
         self._edge_ids: set[tuple[str, str]] = set()
         self._builds, self._edges_added, self._base_pairs = 0, False, []
@@ -95,18 +116,28 @@ class LayerGraph(View):
         if graph is None:
             self.legend.value = f"<i>computing the neuron graph for class {escape(result.class_name)}…</i>"
             return
+        names = result.bundle.layer_name
         top = max((abs(n.relevance) for layer in graph.layers for n in graph.nodes[layer]), default=1.0) or 1.0
+        self._syncing = True
+        try:
+            self.neuron.options = [("— pick a neuron —", ())] + [
+                (f"{names(layer)} #{n.index} (R = {n.relevance:.3g})", (layer, n.index))
+                for layer in reversed(graph.layers[:-1]) for n in graph.nodes[layer]]
+        finally:
+            self._syncing = False
         nodes = []
         for column, layer in enumerate(graph.layers):
-            nodes.append({"data": {"id": self._id(f"header:{layer}"), "layer": layer, "label": layer, "size": 16,
-                                   "colour": "#eee"}, "classes": "header",
-                          "position": {"x": column * COLUMN, "y": -ROW}})
+            nodes.append({"data": {"id": self._id(f"header:{layer}"), "layer": layer, "name": names(layer),
+                                   "label": names(layer), "size": 16, "colour": "#eee"}, "classes": "header",
+                          "position": {"x": column * COLUMN, "y": -ROW - 10}})
             for row, node in enumerate(graph.nodes[layer]):
                 label = result.bundle.model.category(node.index) if layer == graph.layers[-1] else str(node.index)
                 nodes.append({"data": {"id": self._id(node.id), "neuron": node.id, "layer": layer, "index": node.index,
-                                       "relevance": node.relevance, "label": label,
-                                       "size": 10 + 26 * (abs(node.relevance) / top) ** 0.5,
+                                       "relevance": node.relevance, "name": names(layer), "label": label,
+                                       "role": "class-node " if layer == graph.layers[-1] else "",
+                                       "size": 8 + 16 * (abs(node.relevance) / top) ** 0.5,
                                        "colour": "#d62728" if node.relevance >= 0 else "#1f77b4"},
+                              "classes": "class-node" if layer == graph.layers[-1] else "",
                               "position": {"x": column * COLUMN, "y": row * ROW + (len(graph.nodes[layer]) == 1) * 3.5 * ROW}})
         flows = graph.edges()
         self._flows = {(u.id, v.id): w for u, v, w in flows}
@@ -176,16 +207,21 @@ class LayerGraph(View):
         for node in self.cytoscape.graph.nodes:
             if "index" not in node.data:  # a column header: the α layer's shows how many neurons α keeps
                 here = node.data["layer"] == result.layer and kept is not None
-                label = f"{result.layer}: {int(kept.sum())}/{kept.numel()} kept" if here else node.data["layer"]
+                label = f"{node.data['name']}\n{int(kept.sum())}/{kept.numel()} kept" if here else node.data["name"]
                 self._set(node, "header alpha-layer" if here else "header", label)
                 continue
-            self._set(node, ("dropped " if node.data["neuron"] in dropped else "")
+            self._set(node, node.data["role"] + ("dropped " if node.data["neuron"] in dropped else "")
                       + ("selected-neuron" if node.data["neuron"] == selected else ""))
-        paths = (f"<span style='color:#d62728'>red</span>: the {len(result.paths)} best paths of the full graph "
-                 "(α does not change them; dashed where a path runs through a neuron α drops)"
-                 if result.paths is not None else "<i>finding the best paths…</i>")
-        self.legend.value = (f"class {escape(result.class_name)} · {paths} · faded: neurons that α = "
-                             f"{request.alpha:g} drops at {result.layer}")
+        paths = (f"the {len(result.paths)} best paths in red" if result.paths is not None
+                 else "<i>finding the best paths…</i>")
+        self.legend.value = (f"class {escape(result.class_name)} · {paths} · faded: the neurons that α = "
+                             f"{request.alpha:g} drops at {result.bundle.layer_name(result.layer)} ({result.layer})")
+        self._syncing = True
+        try:
+            self.neuron.value = tuple(request.selected) if tuple(request.selected) in [
+                value for _, value in self.neuron.options] else ()
+        finally:
+            self._syncing = False
 
     @staticmethod
     def _set(element, classes: str, label: str | None = None) -> None:
@@ -199,10 +235,15 @@ class LayerGraph(View):
         if "index" in data:
             self.state.selected = (data["layer"], int(data["index"]))
 
+    def _picked(self, change) -> None:
+        if change["new"] and not self._syncing:
+            self.state.selected = tuple(change["new"])
+
     def _hovered(self, node: dict) -> None:
         data = node["data"]
-        if "index" in data:
-            self.hover.value = f"<b>{data['layer']}</b> #{data['index']}, relevance {data['relevance']:.4g}"
+        where = f"<b>{data['name']}</b> (module {data['layer']})"
+        self.hover.value = where if "index" not in data else (
+            f"{where} neuron #{data['index']}, relevance {data['relevance']:.4g}")
 
     def _left(self, node: dict) -> None:
         self.hover.value = HOVER_HINT

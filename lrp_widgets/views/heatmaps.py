@@ -3,7 +3,8 @@
 Relevance shows the full explanation, the neurons Algorithm 1 keeps at the α layer, the union of the
 k paths, or one path, in a symmetric diverging colormap (zero = the image shows through). Activation
 shows the paths' (or one path's, or the selected neuron's) activation maps. Both render the session's
-published result; changing the opacity or what is shown recomputes nothing.
+published result, with a colour bar and a line on how to read them; changing a view's opacity or what
+it shows recomputes nothing.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from html import escape
 import ipywidgets as widgets
 
 from ..analysis.render import activation_overlay, relevance_overlay
-from .common import PictureFigure, View
+from .common import ACTIVATION_BAR, RELEVANCE_BAR, PictureFigure, View, colour_bar, how_to_read
 
 
 def _path_options(k: int) -> list[tuple[str, str]]:
@@ -20,18 +21,23 @@ def _path_options(k: int) -> list[tuple[str, str]]:
 
 
 class _Heatmap(View):
-    def __init__(self, state, title: str, modes: list[tuple[str, str]], size: str):
+    """A picture with its caption, colour bar, a line on how to read it, what to show and its own opacity."""
+
+    observes = ("result",)
+
+    def __init__(self, state, title: str, modes: list[tuple[str, str]], size: str, bar: tuple, how: str,
+                 opacity: float):
         self.figure = PictureFigure(title, size)
-        self.caption = widgets.HTML(layout=widgets.Layout(width=size))
+        self.caption = widgets.HTML(layout=widgets.Layout(width=size, min_height="36px"))
         self.caption.add_class("lrp-caption")
-        self.mode = widgets.Dropdown(options=modes + _path_options(state.k), layout=widgets.Layout(width="150px"))
-        self.opacity = widgets.FloatSlider(value=state.opacity, min=0, max=1, step=0.05, description="opacity",
-                                           readout=False, layout=widgets.Layout(width="170px"))
-        widgets.link((self.opacity, "value"), (state, "opacity"))
+        self.mode = widgets.Dropdown(options=modes + _path_options(state.k), layout=widgets.Layout(width=size))
+        self.opacity = widgets.FloatSlider(value=opacity, min=0, max=1, step=0.05, description="opacity",
+                                           readout=True, readout_format=".2f", layout=widgets.Layout(width=size))
         self._modes = modes
         self.mode.observe(lambda change: self.refresh(), "value")
-        controls = widgets.HBox([self.mode, self.opacity])
-        super().__init__(state, [self.figure, self.caption, controls])
+        self.opacity.observe(lambda change: self.refresh(), "value")
+        super().__init__(state, [self.figure, self.caption, colour_bar(*bar, width=size), how_to_read(how, size),
+                                 self.mode, self.opacity])
 
     def _sync_path_options(self, k: int) -> None:
         options = self._modes + _path_options(k)
@@ -44,26 +50,29 @@ class _Heatmap(View):
     def _draw(self, picture, overlay, data, title: str, caption: str) -> None:
         """Show ``overlay(picture, data, opacity)`` (the picture alone for None) unless it is already shown."""
         self.figure.title = title
-        self.caption.value = caption
-        if self.changed("figure", picture, data, self.state.opacity):
-            self.figure.show(picture if data is None else overlay(picture, data, self.state.opacity))
+        self.caption.value = f'<div style="font-size:13px;line-height:16px">{caption}</div>'
+        if self.changed("figure", picture, data, self.opacity.value):
+            self.figure.show(picture if data is None else overlay(picture, data, self.opacity.value))
 
 
 class RelevanceHeatmap(_Heatmap):
-    observes = ("result", "opacity", "heatmap_mode")
+    observes = ("result", "heatmap_mode")
 
     def __init__(self, state, size: str = "260px"):
         super().__init__(state, "relevance", [("full explanation", "full"), ("selection (α)", "selection"),
-                                              ("k paths", "paths")], size)
+                                              ("k paths", "paths")], size, RELEVANCE_BAR,
+                         "Red pixels made the network say this class, blue ones spoke against it.", state.opacity)
         self.mode.value = state.heatmap_mode
         widgets.link((state, "heatmap_mode"), (self.mode, "value"))
+        widgets.link((state, "opacity"), (self.opacity, "value"))  # the neuron's relevance in the deconv panel too
         self.refresh()
 
     def relevance(self):
         """The relevance map shown, its description, and whether it stands in for one being computed."""
         result, mode = self.state.result, self.state.heatmap_mode
         if mode == "selection" and result.masked_relevance is not None:
-            return result.masked_relevance, f"kept by α = {result.request.alpha:g} at {result.layer}", False
+            return (result.masked_relevance, f"the neurons α = {result.request.alpha:g} keeps at "
+                    f"{result.bundle.layer_name(result.layer)}", False)
         if mode == "paths" and result.paths is not None:
             return result.union_relevance, f"the {len(result.paths)} best paths", False
         if mode.startswith("path ") and result.paths is not None and int(mode.split()[1]) < len(result.paths):
@@ -83,10 +92,10 @@ class RelevanceHeatmap(_Heatmap):
 
 
 class ActivationHeatmap(_Heatmap):
-    observes = ("result", "opacity")
-
     def __init__(self, state, size: str = "260px"):
-        super().__init__(state, "activation", [("k paths", "paths"), ("selected neuron", "neuron")], size)
+        super().__init__(state, "activation", [("k paths", "paths"), ("selected neuron", "neuron")], size,
+                         ACTIVATION_BAR, "Where the neurons of the paths (or the selected one) fire, whatever the "
+                         "class.", 0.7)
         self.refresh()
 
     def activation(self):
@@ -95,7 +104,7 @@ class ActivationHeatmap(_Heatmap):
         if mode == "neuron":
             neuron = result.neuron
             return (None, "no neuron selected") if neuron is None else (
-                neuron.activation, f"neuron {neuron.index} of {neuron.layer}")
+                neuron.activation, f"neuron {neuron.index} of {result.bundle.layer_name(neuron.layer)}")
         if result.path_activation is None:
             return None, "computing the paths…"
         if mode.startswith("path "):

@@ -1,5 +1,6 @@
 """ThresholdSlider: α (Algorithm 1's threshold), the layer it applies to and k, with the MSE/SMAPE
-readout and the sweep curves (bqplot), the optimal α marked."""
+readout; ``sweep_view``: the sweep curves (bqplot) on their own axes, the optimal α marked and
+explained, a click on a point sets α."""
 from __future__ import annotations
 
 from html import escape
@@ -10,37 +11,67 @@ import ipywidgets as widgets
 from ..analysis.threshold import DEFAULT_ALPHAS
 from .common import View
 
+MSE_COLOUR, SMAPE_COLOUR, OPTIMUM_COLOUR = "#d62728", "#1f77b4", "#2ca02c"
+OPTIMAL_RULE = "the fewest kept neurons whose MSE is at most the mean MSE of the sweep"
+
 
 class ThresholdSlider(View):
     observes = ("result",)
 
     def __init__(self, state):
         self.alpha = widgets.FloatSlider(value=state.alpha, min=DEFAULT_ALPHAS[0], max=DEFAULT_ALPHAS[-1], step=0.25,
-                                         description="α", continuous_update=True,
-                                         layout=widgets.Layout(width="260px"))
-        self.layer = widgets.Dropdown(description="layer", layout=widgets.Layout(width="190px"))
+                                         description="α", continuous_update=True, readout_format=".2f",
+                                         layout=widgets.Layout(width="350px"))
+        self.layer = widgets.Dropdown(description="layer", layout=widgets.Layout(width="250px"))
         self.k = widgets.BoundedIntText(value=state.k, min=1, max=20, description="k paths",
-                                        layout=widgets.Layout(width="160px"))
+                                        layout=widgets.Layout(width="110px"), style={"description_width": "50px"})
         widgets.link((self.alpha, "value"), (state, "alpha"))
         widgets.link((self.k, "value"), (state, "k"))
         self._syncing = False
         self.layer.observe(self._layer_chosen, "value")
         state.observe(self._show_layer, "layer")
-        self.readout = widgets.HTML()
-        x, y = bqplot.LinearScale(), bqplot.LinearScale()
-        self.curves = bqplot.Lines(x=[], y=[[], []], scales={"x": x, "y": y}, colors=["#d62728", "#1f77b4"],
-                                   labels=["MSE", "SMAPE / 2"], display_legend=True)
-        self.marker = bqplot.Lines(x=[state.alpha, state.alpha], y=[0, 1], scales={"x": x, "y": y}, colors=["black"])
-        self.optimum = bqplot.Lines(x=[], y=[0, 1], scales={"x": x, "y": y}, colors=["#2ca02c"], line_style="dashed")
-        axes = [bqplot.Axis(scale=x, label="α"), bqplot.Axis(scale=y, orientation="vertical", tick_format=".2f")]
-        self.plot = bqplot.Figure(marks=[self.curves, self.marker, self.optimum], axes=axes, title="threshold sweep",
-                                  legend_location="top-right", title_style={"font-size": "12px"},
-                                  fig_margin={"top": 30, "bottom": 35, "left": 45, "right": 10},
-                                  layout=widgets.Layout(width="330px", height="220px"))
-        controls = widgets.VBox([widgets.HBox([self.alpha, self.k]), self.layer, self.readout],
-                                layout=widgets.Layout(width="440px"))
-        super().__init__(state, [widgets.HBox([controls, self.plot])])
+        self.readout = widgets.HTML(layout=widgets.Layout(min_height="54px"))
+        # α runs over the whole swept range, so the marker stays visible at its ends; MSE and SMAPE each have
+        # their own axis and unit
+        x = bqplot.LinearScale(min=DEFAULT_ALPHAS[0] - 0.1, max=DEFAULT_ALPHAS[-1] + 0.1)
+        mse, smape = bqplot.LinearScale(min=0), bqplot.LinearScale(min=0)
+        self.mse = bqplot.Lines(x=[], y=[], scales={"x": x, "y": mse}, colors=[MSE_COLOUR], marker="circle",
+                                marker_size=16)
+        self.smape = bqplot.Lines(x=[], y=[], scales={"x": x, "y": smape}, colors=[SMAPE_COLOUR],
+                                  line_style="dash_dotted")
+        self.points = bqplot.Scatter(x=[], y=[], scales={"x": x, "y": mse}, colors=[MSE_COLOUR], default_size=60,
+                                     interactions={"click": "select"}, tooltip=bqplot.Tooltip(
+                                         fields=["x", "y"], labels=["α", "MSE"], formats=[".2f", ".3g"]))
+        self.points.on_element_click(self._point_clicked)
+        self.marker = bqplot.Lines(x=[state.alpha, state.alpha], y=[0, 1], scales={"x": x, "y": bqplot.LinearScale(
+            min=0, max=1)}, colors=["black"], stroke_width=2)
+        self.optimum = bqplot.Lines(x=[], y=[0, 1], scales={"x": x, "y": bqplot.LinearScale(min=0, max=1)},
+                                    colors=[OPTIMUM_COLOUR], line_style="dashed", stroke_width=2)
+        axes = [bqplot.Axis(scale=x, label="α (Algorithm 1's threshold)", tick_style={"font-size": "11px"}),
+                bqplot.Axis(scale=mse, orientation="vertical", label="MSE", color=MSE_COLOUR, tick_format=".2g",
+                            label_color=MSE_COLOUR, label_offset="42px", num_ticks=5, tick_style={"font-size": "11px"}),
+                bqplot.Axis(scale=smape, orientation="vertical", side="right", label="SMAPE", color=SMAPE_COLOUR,
+                            label_color=SMAPE_COLOUR, tick_format=".2g", label_offset="42px", num_ticks=5, tick_style={"font-size": "11px"})]
+        self.plot = bqplot.Figure(marks=[self.smape, self.mse, self.points, self.marker, self.optimum], axes=axes,
+                                  title="threshold sweep: click a point to set α", title_style={"font-size": "13px"},
+                                  display_toolbar=False, fig_margin={"top": 30, "bottom": 42, "left": 55, "right": 55},
+                                  layout=widgets.Layout(width="420px", height="250px"))
+        self.key = widgets.HTML(
+            f'<div style="font-size:12px;line-height:15px;color:#444"><span style="color:{MSE_COLOUR}">━ MSE</span> '
+            f'and <span style="color:{SMAPE_COLOUR}">┅ SMAPE</span> between the kept neurons\' heatmap and the '
+            f'full one (lower = closer); <b>━</b> your α; <span style="color:{OPTIMUM_COLOUR}">┅ optimal α</span>: '
+            f'{OPTIMAL_RULE}.</div>', layout=widgets.Layout(width="420px"))
+        self.key.add_class("lrp-how")
+        controls = widgets.VBox([self.alpha, widgets.HBox([self.k, self.layer]), self.readout],
+                                layout=widgets.Layout(width="360px"))
+        super().__init__(state, [controls])
+        self.sweep_view = widgets.VBox([self.plot, self.key])
+        self.sweep_view.add_class("lrp-sweep")
         self.refresh()
+
+    def _point_clicked(self, mark, event) -> None:
+        index = event["data"]["index"]
+        self.state.alpha = float(self.mse.x[index])
 
     def _layer_chosen(self, change) -> None:
         if change["new"] and not self._syncing:
@@ -50,9 +81,11 @@ class ThresholdSlider(View):
         """The dropdown shows the current request's layer (among the explained model's layers)."""
         self._syncing = True
         try:
-            layers = self.state.result.bundle.conv_layers if self.state.result is not None else []
-            if list(self.layer.options) != layers:
-                self.layer.options = layers
+            bundle = self.state.result.bundle if self.state.result is not None else None
+            layers = bundle.conv_layers if bundle is not None else []
+            options = [(f"{bundle.layer_name(layer)} ({layer})", layer) for layer in layers]
+            if list(self.layer.options) != options:
+                self.layer.options = options
             self.layer.value = self.state.layer if self.state.layer in layers else None
         finally:
             self._syncing = False
@@ -65,21 +98,20 @@ class ThresholdSlider(View):
         self.marker.x = [result.request.alpha, result.request.alpha]
         selection, sweep = result.selection, result.sweep
         if selection is None:
-            self.readout.value = f"<i>Algorithm 1 at {result.layer}…</i>"
+            self.readout.value = f"<i>Algorithm 1 at {result.bundle.layer_name(result.layer)}…</i>"
             return
         kept = int(selection.kept.sum())
-        text = (f"keeps <b>{kept}</b>/{selection.kept.numel()} neurons of {result.layer} for class "
+        text = (f"keeps <b>{kept}</b>/{selection.kept.numel()} neurons of {result.bundle.layer_name(result.layer)} for class "
                 f"{escape(result.class_name)} (score &gt; μ − α·σ = {selection.threshold:.3g})")
         if sweep is None:
-            self.readout.value = text + "<br><i>computing the sweep…</i>"
+            self.readout.value = f'<div style="font-size:13px;line-height:17px">{text}<br><i>computing the sweep…</i></div>'
             return
         at = sweep.at(result.request.alpha)
         text += f"<br>MSE {at['mse']:.3g} · SMAPE {at['smape']:.3g} · optimal α = <b>{sweep.optimal_alpha:g}</b>"
         if self.changed("curves", sweep):
-            top = max(max(sweep.mse), max(sweep.smape) / 2) or 1.0
-            with self.curves.hold_sync():
-                self.curves.x = sweep.alphas
-                self.curves.y = [sweep.mse, [value / 2 for value in sweep.smape]]
-            self.marker.y = self.optimum.y = [0, top]
-            self.optimum.x = [sweep.optimal_alpha, sweep.optimal_alpha]
-        self.readout.value = text
+            with self.plot.hold_sync():
+                self.mse.x = self.smape.x = self.points.x = sweep.alphas
+                self.mse.y = self.points.y = sweep.mse
+                self.smape.y = sweep.smape
+                self.optimum.x = [sweep.optimal_alpha, sweep.optimal_alpha]
+        self.readout.value = f'<div style="font-size:13px;line-height:17px">{text}</div>'
