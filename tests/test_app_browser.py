@@ -206,7 +206,7 @@ def bar_class(page, index: int) -> str:
 def idle(page) -> bool:
     """The app finished: nothing working, the sweep shown, both captions and the graph's paths drawn."""
     shown = views(page)
-    return (not shown["busy"] and "optimal α" in shown["text"] and len(shown["captions"]) == 2
+    return (not shown["busy"] and "optimal α = " in shown["text"] and len(shown["captions"]) == 2
             and "computing" not in " ".join(shown["captions"]) and (graph(page) or {}).get("paths", 0) > 0)
 
 
@@ -274,12 +274,12 @@ def test_app_renders_every_view(page):
 
 def test_moving_the_slider_changes_the_graph_and_the_heatmap(page):
     before_nodes, before_png = graph(page)["nodes"], heatmap(page, "relevance")
-    assert "kept by α = 1 at features.28" in views(page)["captions"][0]
+    assert "the neurons α = 1 keeps at conv5_3" in views(page)["captions"][0]
     handle = page.locator(".widget-slider .noUi-handle").first
     handle.focus()
     for _ in range(6):  # 1 → -0.5 in steps of 0.25
         handle.press("ArrowLeft")
-    wait_until(page, lambda: idle(page) and "kept by α = -0.5 at features.28" in views(page)["captions"][0],
+    wait_until(page, lambda: idle(page) and "the neurons α = -0.5 keeps at conv5_3" in views(page)["captions"][0],
                "the caption for α = -0.5")
     shot(page, "slider")
     assert heatmap(page, "relevance") != before_png
@@ -299,7 +299,7 @@ def test_clicking_a_graph_node_updates_the_deconvolution(page):
     page.wait_for_timeout(100)
     page.mouse.up()
     layer, index = node["id"].split(":")
-    wait_until(page, lambda: f"selected: {layer} neuron {index}" in views(page)["text"] and idle(page),
+    wait_until(page, lambda: f"selected: {layer} (conv5_2) neuron {index}" in views(page)["text"] and idle(page),
                "the deconv label")
     assert f"for class {top1}" in views(page)["text"]
     heatmap(page, "deconvolution")
@@ -325,7 +325,7 @@ def test_a_bad_upload_shows_an_error_and_the_app_keeps_working(page, tmp_path):
     upload(page, bad)
     wait_until(page, lambda: views(page)["error"] != "", "the error message")
     state = views(page)
-    assert "the upload is not an image Pillow can read" in state["error"]
+    assert "holiday.jpg is not an image we can read (not a known image format)" in state["error"]
     assert state["image"] == "image: castle"  # the castle stays on screen
     assert "castle" in [b["label"] for b in state["examples"] if b["active"]]
     shot(page, "bad-upload")

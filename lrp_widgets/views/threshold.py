@@ -33,8 +33,8 @@ class ThresholdSlider(View):
         self.readout = widgets.HTML(layout=widgets.Layout(min_height="54px"))
         # α runs over the whole swept range, so the marker stays visible at its ends; MSE and SMAPE each have
         # their own axis and unit
-        x = bqplot.LinearScale(min=DEFAULT_ALPHAS[0] - 0.1, max=DEFAULT_ALPHAS[-1] + 0.1)
-        mse, smape = bqplot.LinearScale(min=0), bqplot.LinearScale(min=0)
+        x = bqplot.LinearScale(min=DEFAULT_ALPHAS[0] - 0.1, max=DEFAULT_ALPHAS[-1] + 0.1, allow_padding=False)
+        mse, smape = bqplot.LinearScale(min=0, allow_padding=False), bqplot.LinearScale(min=0, allow_padding=False)
         self.mse = bqplot.Lines(x=[], y=[], scales={"x": x, "y": mse}, colors=[MSE_COLOUR], marker="circle",
                                 marker_size=16)
         self.smape = bqplot.Lines(x=[], y=[], scales={"x": x, "y": smape}, colors=[SMAPE_COLOUR],
