@@ -6,12 +6,26 @@ import statistics
 import time
 
 from lrp_widgets.app import running_app
-from tests.test_app_browser import CHROMIUM, figure_png
+from tests.test_app_browser import CHROMIUM, alpha_handle
 
 from .common import Row
 from .models import IMAGES
 
 BLANK_TITLE = "relevance"
+
+
+def figure_png(page, title: str) -> str | None:
+    """The address of the picture a bqplot figure shows (it changes with every new picture)."""
+    return page.evaluate("""(title) => {
+      for (const fig of document.querySelectorAll('.bqplot')) {
+        const t = fig.querySelector('.mainheading');
+        if (t && t.textContent.startsWith(title)) {
+          const img = fig.querySelector('image');
+          return img ? (img.getAttribute('href') || img.getAttribute('xlink:href')) : null;
+        }
+      }
+      return null;
+    }""", title)
 
 
 def run(repeat: int = 5, threads: int = 2, device: str = "cpu") -> list[Row]:
@@ -29,8 +43,8 @@ def run(repeat: int = 5, threads: int = 2, device: str = "cpu") -> list[Row]:
             page.wait_for_function("""() => [...document.querySelectorAll('.bqplot .mainheading')]
                 .some(t => t.textContent.startsWith('relevance:'))""", timeout=120_000)
             first.append(time.perf_counter() - start)
-            page.wait_for_function("() => document.body.innerText.includes('optimal α')", timeout=120_000)
-            handle = page.locator(".widget-slider .noUi-handle").first
+            page.wait_for_function("() => document.body.innerText.includes('optimal α = ')", timeout=120_000)
+            handle = alpha_handle(page)
             handle.focus()
             for _ in range(max(repeat, 10)):
                 before = figure_png(page, BLANK_TITLE)

@@ -233,6 +233,11 @@ def inside(shown: dict, node: dict) -> bool:
     return box["x1"] >= 0 and box["y1"] >= 0 and box["x2"] <= shown["width"] and box["y2"] <= shown["height"]
 
 
+def alpha_handle(page):
+    """The α slider's handle (each heatmap has an opacity slider too)."""
+    return page.locator(".widget-hslider").filter(has=page.locator("label", has_text="α")).locator(".noUi-handle")
+
+
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
@@ -275,7 +280,7 @@ def test_app_renders_every_view(page):
 def test_moving_the_slider_changes_the_graph_and_the_heatmap(page):
     before_nodes, before_png = graph(page)["nodes"], heatmap(page, "relevance")
     assert "the neurons α = 1 keeps at conv5_3" in views(page)["captions"][0]
-    handle = page.locator(".widget-slider .noUi-handle").first
+    handle = alpha_handle(page)
     handle.focus()
     for _ in range(6):  # 1 → -0.5 in steps of 0.25
         handle.press("ArrowLeft")

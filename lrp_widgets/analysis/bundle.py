@@ -138,7 +138,13 @@ class Bundle:
         return self._cached(("selection", layer, alpha), lambda: get_optimizer(self.explanation, layer, alpha))
 
     def sweep(self, layer: str) -> Sweep:
-        return self._cached(("sweep", layer), lambda: threshold_sweep(self.explanation, layer, DEFAULT_ALPHAS))
+        """The α sweep at ``layer``; Algorithm 1's selection at every swept α is cached with it, so that a
+        move of the α slider afterwards is a lookup."""
+        def compute():
+            for alpha in DEFAULT_ALPHAS:
+                self.selection(layer, alpha)
+            return threshold_sweep(self.explanation, layer, DEFAULT_ALPHAS)
+        return self._cached(("sweep", layer), compute)
 
     def has_sweep(self, layer: str) -> bool:
         return ("sweep", layer) in self._cache

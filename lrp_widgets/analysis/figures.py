@@ -76,21 +76,12 @@ NODE_GRAY = "#7f7f7f"
 NEGATIVE_BLUE = "#1f77b4"
 
 
-def save_png(figure, path: Path, dpi: int = 80, max_bytes: int = 180_000) -> Path:
-    """Save ``figure`` as a PNG and close it; a file over ``max_bytes`` is re-saved with a palette of 256,
-    128 or 64 colours, the most that fits."""
-    from PIL import Image
-
+def save_png(figure, path: Path, dpi: int = 80) -> Path:
+    """Save ``figure`` as a full-colour PNG (no palette: heatmaps keep their smooth colours) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi)
+    figure.savefig(path, dpi=dpi, pil_kwargs={"optimize": True})
     plt.close(figure)
-    with Image.open(path) as image:
-        rgb = image.convert("RGB")
-    for colours in (256, 128, 64):
-        if path.stat().st_size <= max_bytes:
-            break
-        rgb.quantize(colours).save(path, optimize=True)
     return path
 
 

@@ -149,6 +149,8 @@ def _sweep(result: Result) -> Result:
     return replace(result, sweep=result.bundle.sweep(result.layer))
 
 
+#: a stage that took longer is shown before the next is computed
+PUBLISH_AFTER_S = 0.05
 STAGES = (("Algorithm 1 at {layer}", _alpha), ("the neuron graph", _graph), ("the {k} best paths", _paths),
           ("the selected neuron", _neuron), ("the α sweep at {layer}", _sweep))
 
@@ -335,16 +337,23 @@ class Session:
             self._changed.notify_all()  # wake wait()
 
     def _compute(self, request: Request) -> None:
-        """Compute ``request`` stage by stage, publishing after each; stop early when superseded."""
+        """Compute ``request`` stage by stage; a stage that took a while is published at once (what is on
+        screen first), quick ones together with the next; stop early when superseded."""
         try:
             model = self.model(request.model_name, request.weights, request)
+            started, published = time.perf_counter(), None
             result = self._first_result(request, self._explanation(request, model))
-            self._publish(request, "result", result)
-            for status, stage in STAGES:
-                if request != self._current:
-                    return
-                self._publish(request, "status", status.format(layer=result.layer, k=request.k) + "…")
-                result = stage(result)
+            for status, stage in ((None, None), *STAGES):  # the explanation, then each stage
+                if stage is not None:
+                    if request != self._current:
+                        return
+                    self._publish(request, "status", status.format(layer=result.layer, k=request.k) + "…")
+                    started = time.perf_counter()
+                    result = stage(result)
+                if time.perf_counter() - started > PUBLISH_AFTER_S:  # slow: show it before the next stage
+                    self._publish(request, "result", result)
+                    published = result
+            if published is not result:
                 self._publish(request, "result", result)
             self._publish(request, "done", last=True)
         except LRPWidgetsError as error:
