@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -105,3 +106,15 @@ def test_case_study_banner_says_when_weights_are_random(tmp_path_factory):
     if not pretrained:
         text = " ".join(str(output.get("text", "")) for output in outputs(notebook))
         assert "RANDOM (untrained) weights" in text  # the printed results name the weights too
+
+
+def test_notebook_links_point_inside_the_repository():
+    root = NOTEBOOKS.parent
+    for name in ALL:
+        notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+        text = " ".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+        for target in re.findall(r"\]\(([^)#]+)\)|`(\.\./[^`]+)`", text):
+            target = next(t for t in target if t)
+            if "://" not in target:
+                assert (NOTEBOOKS / target).resolve().is_relative_to(root) and (NOTEBOOKS / target).exists(), \
+                    (name, target)

@@ -57,7 +57,7 @@ def test_first_explanation_fills_every_view(explorer):
     assert list(explorer.classes.bars.selected) == [0]  # the top-1 is explained and highlighted
     assert not explorer.relevance.figure.blank
     assert np.array_equal(decoded(explorer.relevance.figure),
-                          relevance_overlay(result.bundle.picture, result.masked_relevance, state.opacity))
+                          relevance_overlay(result.bundle.grey_picture, result.masked_relevance, state.opacity))
 
 
 def test_alpha_changes_selection_heatmap_graph_and_readout(explorer):
@@ -69,7 +69,7 @@ def test_alpha_changes_selection_heatmap_graph_and_readout(explorer):
     assert result.request.alpha == -1.5 and result.selection.alpha == -1.5
     assert not np.array_equal(decoded(explorer.relevance.figure), before[0])
     assert explorer.threshold.readout.value != before[1]
-    expected = relevance_overlay(result.bundle.picture, result.bundle.sweep(state.layer).heatmaps[2], state.opacity)
+    expected = relevance_overlay(result.bundle.grey_picture, result.bundle.sweep(state.layer).heatmaps[2], state.opacity)
     assert np.array_equal(decoded(explorer.relevance.figure), expected)
     header = next(n for n in explorer.graph.cytoscape.graph.nodes
                   if "index" not in n.data and n.data["layer"] == state.layer)
@@ -105,10 +105,10 @@ def test_display_choices_render_without_computing(explorer, monkeypatch):
         shown.append(decoded(explorer.relevance.figure))
     expected = [result.bundle.input_relevance, result.union_relevance, result.path_relevance[0], result.masked_relevance]
     for picture, relevance in zip(shown, expected):
-        assert np.array_equal(picture, relevance_overlay(result.bundle.picture, relevance, state.opacity))
+        assert np.array_equal(picture, relevance_overlay(result.bundle.grey_picture, relevance, state.opacity))
     state.opacity = 0.3
     assert np.array_equal(decoded(explorer.relevance.figure),
-                          relevance_overlay(result.bundle.picture, result.masked_relevance, 0.3))
+                          relevance_overlay(result.bundle.grey_picture, result.masked_relevance, 0.3))
     before = decoded(explorer.activation.figure)
     explorer.activation.opacity.value = 0.2  # each heatmap has its own opacity
     assert not np.array_equal(decoded(explorer.activation.figure), before) and state.opacity == 0.3
@@ -217,7 +217,7 @@ def test_views_work_alone_on_a_state():
     result = state.result
     assert result.complete and slider.layer.value == result.layer == "features.18"
     assert np.array_equal(decoded(heatmap.figure),
-                          relevance_overlay(result.bundle.picture, result.masked_relevance, state.opacity))
+                          relevance_overlay(result.bundle.grey_picture, result.masked_relevance, state.opacity))
     assert not activation.figure.blank and len(graph.cytoscape.graph.nodes) > 8
     state.selected = ("features.18", 3)
     assert "features.18</b> (conv5_2) neuron <b>3" in deconv.label.value and not deconv.deconvolution.blank
@@ -283,7 +283,7 @@ def fresh_checks(explorer) -> None:
     assert explorer.threshold.layer.value == result.layer and f"for class {result.class_name}" in \
         explorer.threshold.readout.value.replace("&#x27;", "'")
     assert np.array_equal(decoded(explorer.relevance.figure),
-                          relevance_overlay(result.bundle.picture, result.masked_relevance, state.opacity))
+                          relevance_overlay(result.bundle.grey_picture, result.masked_relevance, state.opacity))
     if request.selected:
         assert f"{request.selected[0]}</b> ({result.bundle.layer_name(request.selected[0])}) neuron " \
                f"<b>{request.selected[1]}" in explorer.deconv.label.value
@@ -358,3 +358,13 @@ def test_the_readme_example_of_a_view_alone_runs():
     assert state.result.class_name == "castle (483)" and state.result.complete
     assert "class <b>castle (483)</b>" in namespace["heatmap"].caption.value
     assert len(namespace["graph"].cytoscape.graph.nodes) == 8 * 15 + 1 + 16
+
+
+def test_clicking_a_sweep_point_sets_alpha(explorer):
+    state = explorer.state
+    sweep = state.result.sweep
+    explorer.threshold._point_clicked(explorer.threshold.points, {"data": {"index": 4}})  # bqplot's click message
+    assert state.alpha == sweep.alphas[4] == state.result.request.alpha
+    assert list(explorer.threshold.marker.x) == [sweep.alphas[4]] * 2
+    assert list(explorer.threshold.optimum.x) == [sweep.optimal_alpha] * 2
+    state.alpha = 1.0

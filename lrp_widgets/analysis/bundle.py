@@ -34,6 +34,7 @@ from ..engine.predict import explain_image, top_predictions
 from .graph import NeuronGraph, neuron_graph
 from .heatmaps import activation_maps, neuron_relevance, path_activation, path_relevance, union_relevance
 from .paths import Path, k_best_paths, path_count
+from .render import greyscale
 from .threshold import DEFAULT_ALPHAS, Selection, Sweep, get_optimizer, masked_heatmaps, threshold_sweep
 
 _cache_only = threading.local()
@@ -86,6 +87,11 @@ class Bundle:
     def picture(self) -> np.ndarray:
         """The 224×224 crop the model sees, uint8 RGB."""
         return display_image(self.image)
+
+    @cached_property
+    def grey_picture(self) -> np.ndarray:
+        """The crop in light grey: the background of the relevance heatmaps."""
+        return greyscale(self.picture)
 
     @cached_property
     def predictions(self) -> list[dict]:

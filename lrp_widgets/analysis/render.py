@@ -46,6 +46,14 @@ def overlay(image: np.ndarray, heat: np.ndarray, weight: np.ndarray | float) -> 
     return np.rint(blended).clip(0, 255).astype(np.uint8)
 
 
+def greyscale(image: np.ndarray, lighten: float = 0.35) -> np.ndarray:
+    """The image in light grey (H, W, 3) uint8: a background on which red and blue relevance stand out
+    whatever the photo's own colours (an orange sky, say)."""
+    grey = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    grey = grey * (1 - lighten) + 255 * lighten
+    return np.repeat(np.rint(grey).clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
 def relevance_overlay(image: np.ndarray, relevance, opacity: float = 0.8, cmap=RELEVANCE_CMAP) -> np.ndarray:
     """The heatmap over the image: opaque where relevance is large, the image shows through where it is ~0."""
     scaled = symmetric_scale(to_map(relevance))

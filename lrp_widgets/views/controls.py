@@ -14,7 +14,7 @@ from ..examples import EXAMPLES, load_example
 from .common import View
 
 
-def _short(name: str, limit: int = 18) -> str:
+def _short(name: str, limit: int = 22) -> str:
     return name if len(name) <= limit else name[:limit - 1] + "…"
 
 
@@ -43,7 +43,7 @@ class ClassSelector(View):
                             tick_style={"font-size": "11px"})]
         self.chart = bqplot.Figure(marks=[self.bars], axes=axes, title="top-5 classes: click one to explain it",
                                    title_style={"font-size": "13px"}, display_toolbar=False,
-                                   fig_margin={"top": 30, "bottom": 40, "left": 165, "right": 25},
+                                   fig_margin={"top": 30, "bottom": 40, "left": 190, "right": 25},
                                    layout=widgets.Layout(width="370px", height="210px"))
         self.choice = widgets.Dropdown(description="explain", layout=widgets.Layout(width="330px"))
         self.choice.observe(self._chosen, "value")

@@ -42,4 +42,4 @@ class DeconvPanel(View):
                             f"{neuron.relevance:.4g} for class <b>{escape(result.class_name)}</b>")
         if self.changed("pictures", neuron, self.state.opacity):
             self.deconvolution.show(deconvolution_rgb(neuron.deconvolution))
-            self.relevance.show(relevance_overlay(result.bundle.picture, neuron.heatmap, self.state.opacity))
+            self.relevance.show(relevance_overlay(result.bundle.grey_picture, neuron.heatmap, self.state.opacity))

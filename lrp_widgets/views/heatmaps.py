@@ -61,7 +61,8 @@ class RelevanceHeatmap(_Heatmap):
     def __init__(self, state, size: str = "260px"):
         super().__init__(state, "relevance", [("full explanation", "full"), ("selection (α)", "selection"),
                                               ("k paths", "paths")], size, RELEVANCE_BAR,
-                         "Red pixels made the network say this class, blue ones spoke against it.", state.opacity)
+                         "Red pixels made the network say this class, blue ones spoke against it (over a grey copy of "
+                         "the image).", state.opacity)
         self.mode.value = state.heatmap_mode
         widgets.link((state, "heatmap_mode"), (self.mode, "value"))
         widgets.link((state, "opacity"), (self.opacity, "value"))  # the neuron's relevance in the deconv panel too
@@ -86,7 +87,7 @@ class RelevanceHeatmap(_Heatmap):
         self._sync_path_options(result.request.k)
         data, what, standing_in = self.relevance()
         name = dict((v, k) for k, v in self.mode.options).get(self.state.heatmap_mode, self.state.heatmap_mode)
-        self._draw(result.bundle.picture, relevance_overlay, data, f"relevance: {name}",
+        self._draw(result.bundle.grey_picture, relevance_overlay, data, f"relevance: {name}",
                    f"class <b>{escape(result.class_name)}</b>: {what}"
                    + (" <i>(computing the selection…)</i>" if standing_in else ""))
 

@@ -372,7 +372,7 @@ class Session:
             what = "its top class" if request.target is None else f"class {model.category(request.target)}"
             self._publish(request, "status", f"explaining {name} for {what} with {model.name}…")
             bundle = Bundle.explain(model, request.image, request.target, top_n=request.top_n)
-            bundle.picture, bundle.predictions, bundle.layer_names  # noqa: B018 - computed here, not while a view renders
+            bundle.picture, bundle.grey_picture, bundle.predictions, bundle.layer_names  # noqa: B018 - computed here, not while a view renders
             for target in {request.target, bundle.target}:  # the top-1 is also its own class
                 self.bundles[replace(request, target=target).explanation_key] = bundle
             self._forget_old_bundles()
