@@ -41,7 +41,7 @@ class ClassSelector(View):
         axes = [bqplot.Axis(scale=x, orientation="vertical", tick_style={"font-size": "12px"}),
                 bqplot.Axis(scale=y, label="probability", tick_format=".4~%", num_ticks=3,
                             tick_style={"font-size": "11px"})]
-        self.chart = bqplot.Figure(marks=[self.bars], axes=axes, title="top-5 classes: click one to explain it",
+        self.chart = bqplot.Figure(marks=[self.bars], axes=axes, title="top-5 classes: click to explain",
                                    title_style={"font-size": "13px"}, display_toolbar=False,
                                    fig_margin={"top": 30, "bottom": 40, "left": 190, "right": 25},
                                    layout=widgets.Layout(width="370px", height="210px"))
