@@ -69,7 +69,6 @@ class ClassSelector(View):
         try:
             if self.changed("bars", result.bundle):
                 self._indices = [p["index"] for p in predictions]
-                top = max(p["probability"] for p in predictions)
                 with self.bars.hold_sync():
                     self.bars.x = [f"{_short(p['name'])} ({p['index']})" for p in predictions]
                     self.bars.y = [p["probability"] for p in predictions]
