@@ -147,9 +147,8 @@ class Bundle:
         """The α sweep at ``layer``; Algorithm 1's selection at every swept α is cached with it, so that a
         move of the α slider afterwards is a lookup."""
         def compute():
-            for alpha in DEFAULT_ALPHAS:
-                self.selection(layer, alpha)
-            return threshold_sweep(self.explanation, layer, DEFAULT_ALPHAS)
+            selections = [self.selection(layer, alpha) for alpha in DEFAULT_ALPHAS]
+            return threshold_sweep(self.explanation, layer, DEFAULT_ALPHAS, selections=selections)
         return self._cached(("sweep", layer), compute)
 
     def has_sweep(self, layer: str) -> bool:

@@ -112,10 +112,12 @@ def masked_heatmaps(explanation: Explanation, layer: str, kept: torch.Tensor, im
     return torch.cat(parts)[inverse]
 
 
-def threshold_sweep(explanation: Explanation, layer: str, alphas=DEFAULT_ALPHAS, image: int = 0) -> Sweep:
-    """MSE, SMAPE and kept fraction of the masked heatmap for each α, and the optimal α."""
+def threshold_sweep(explanation: Explanation, layer: str, alphas=DEFAULT_ALPHAS, image: int = 0,
+                    selections: list[Selection] | None = None) -> Sweep:
+    """MSE, SMAPE and kept fraction of the masked heatmap for each α, and the optimal α (``selections``:
+    Algorithm 1 at each α when already computed)."""
     alphas = [float(a) for a in alphas]
-    selections = [get_optimizer(explanation, layer, alpha, image) for alpha in alphas]
+    selections = selections or [get_optimizer(explanation, layer, alpha, image) for alpha in alphas]
     kept = torch.stack([s.kept for s in selections]).to(explanation.inputs.device)
     heatmaps = masked_heatmaps(explanation, layer, kept, image).sum(1)
     full = explanation.relevances[INPUT][image].sum(0)

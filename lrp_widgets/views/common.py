@@ -1,6 +1,8 @@
 """Pieces the views share: a bqplot figure showing one PNG, and view registration on the state."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import bqplot
 import ipywidgets as widgets
 import numpy as np
@@ -47,6 +49,7 @@ class View(widgets.VBox):
         super().__init__(children=list(children), **kwargs)
         self.state = state
         self._drawn: dict[str, tuple] = {}
+        self.syncing = False  # True while the view sets its own controls: their observers do nothing
         if self.observes:
             state.observe(lambda change: self.refresh(), list(self.observes))
 
@@ -59,6 +62,15 @@ class View(widgets.VBox):
             return False
         self._drawn[part] = key
         return True
+
+    @contextmanager
+    def quietly(self):
+        """Set this view's controls to show the state, without their observers writing it back."""
+        self.syncing = True
+        try:
+            yield
+        finally:
+            self.syncing = False
 
     def refresh(self) -> None:
         raise NotImplementedError

@@ -48,7 +48,6 @@ class ClassSelector(View):
         self.choice = widgets.Dropdown(description="explain", layout=widgets.Layout(width="330px"))
         self.choice.observe(self._chosen, "value")
         self._indices: list[int] = []
-        self._syncing = False
         super().__init__(state, [self.chart, self.choice])
         self.refresh()
 
@@ -65,8 +64,7 @@ class ClassSelector(View):
         if result is None:
             return
         predictions = result.bundle.predictions
-        self._syncing = True
-        try:
+        with self.quietly():
             if self.changed("bars", result.bundle):
                 self._indices = [p["index"] for p in predictions]
                 with self.bars.hold_sync():
@@ -79,11 +77,9 @@ class ClassSelector(View):
                 self.choice.options = options
             self.choice.value = current
             self.bars.selected = [self._indices.index(current)] if current in self._indices else None
-        finally:
-            self._syncing = False
 
     def _bar_clicked(self, change) -> None:
-        if self._syncing:
+        if self.syncing:
             return
         selected = change["new"]
         if selected is None or len(selected) == 0:  # a click on the highlighted bar: keep it highlighted
@@ -92,7 +88,7 @@ class ClassSelector(View):
         self.state.target = self._indices[int(selected[0])]
 
     def _chosen(self, change) -> None:
-        if change["new"] is not None and not self._syncing:
+        if change["new"] is not None and not self.syncing:
             self.state.target = change["new"]
 
 
@@ -110,12 +106,11 @@ class ImagePicker(View):
         self.upload.observe(self._uploaded, "value")
         self.name = widgets.HTML()
         self.name.add_class("lrp-image-name")
-        self._syncing = False
         super().__init__(state, [widgets.HBox([self.examples, self.upload, self.name])])
         self.refresh()
 
     def _example(self, change) -> None:
-        if change["new"] and not self._syncing:
+        if change["new"] and not self.syncing:
             self.load(lambda: load_example(change["new"]), change["new"])
 
     def _uploaded(self, change) -> None:
@@ -138,11 +133,8 @@ class ImagePicker(View):
 
     def refresh(self) -> None:
         name = self.state.image_name
-        self._syncing = True
-        try:
+        with self.quietly():
             self.examples.value = name if name in EXAMPLES else None
-        finally:
-            self._syncing = False
         self.name.value = f"image: <b>{escape(name)}</b>" if name else ""
 
 

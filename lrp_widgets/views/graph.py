@@ -14,7 +14,7 @@ from html import escape
 import ipycytoscape
 import ipywidgets as widgets
 
-from .common import View
+from .common import View, how_to_read
 from .session import running_loop
 
 COLUMN, ROW = 84, 34
@@ -81,13 +81,11 @@ class LayerGraph(View):
         self.neuron.observe(self._picked, "value")
         self.legend = widgets.HTML()
         self.legend.add_class("lrp-graph-legend")
-        self.how = widgets.HTML(f'<div style="font-size:12px;line-height:16px;color:#444">{LEGEND}</div>')
-        self.how.add_class("lrp-how")
-        # below ~1300 px the graph scrolls sideways rather than shrinking its labels below 11 px
-        canvas = widgets.Box([self.cytoscape], layout=widgets.Layout(width="100%", min_width="1300px", height=height))
+        self.how = how_to_read(LEGEND, "100%")
+        # below ~1200 px the graph scrolls sideways rather than shrinking its labels below 11 px
+        canvas = widgets.Box([self.cytoscape], layout=widgets.Layout(width="100%", min_width="1200px", height=height))
         frame = widgets.Box([canvas], layout=widgets.Layout(width="100%", overflow_x="auto", overflow_y="hidden",
                                                             border="1px solid #ddd"))
-        self._syncing = False
         super().__init__(state, [widgets.HBox([self.fit, self.neuron, self.hover]), frame, self.legend, self.how],
                          layout=widgets.Layout(width="100%"))
         self._edge_ids: set[tuple[str, str]] = set()
@@ -118,13 +116,10 @@ class LayerGraph(View):
             return
         names = result.bundle.layer_name
         top = max((abs(n.relevance) for layer in graph.layers for n in graph.nodes[layer]), default=1.0) or 1.0
-        self._syncing = True
-        try:
+        with self.quietly():
             self.neuron.options = [("— pick a neuron —", ())] + [
                 (f"{names(layer)} #{n.index} (R = {n.relevance:.3g})", (layer, n.index))
                 for layer in reversed(graph.layers[:-1]) for n in graph.nodes[layer]]
-        finally:
-            self._syncing = False
         nodes = []
         for column, layer in enumerate(graph.layers):
             nodes.append({"data": {"id": self._id(f"header:{layer}"), "layer": layer, "name": names(layer),
@@ -164,11 +159,15 @@ class LayerGraph(View):
         pairs = list(dict.fromkeys(self._base_pairs + sorted(path_edges)))
         self._edge_ids = set(pairs)
         self.cytoscape.graph.add_graph_from_json({"nodes": [], "edges": [
-            {"data": {"id": self._id(f"{u}->{v}"), "pair": f"{u}->{v}", "source": self._id(u), "target": self._id(v),
-                      "weight": self._flows[u, v], "width": 0.5 + 4 * abs(self._flows[u, v]) / self._best},
-             "classes": self._edge_classes((u, v), path_edges, longest, dropped)} for u, v in pairs]})
+            self._edge(pair, self._edge_classes(pair, path_edges, longest, dropped)) for pair in pairs]})
         self._edges_added = True
         self._highlight(result)
+
+    def _edge(self, pair: tuple[str, str], classes: str = "") -> dict:
+        (u, v), flow = pair, self._flows[pair]
+        return {"data": {"id": self._id(f"{u}->{v}"), "pair": f"{u}->{v}", "source": self._id(u),
+                         "target": self._id(v), "weight": flow, "width": 0.5 + 4 * abs(flow) / self._best},
+                "classes": classes}
 
     @staticmethod
     def _marks(result) -> tuple[set, set, set]:
@@ -196,10 +195,7 @@ class LayerGraph(View):
             missing = [pair for pair in path_edges if pair not in self._edge_ids]
             if missing:  # a path through an edge not drawn yet (its nodes were drawn long ago)
                 self._edge_ids |= set(missing)
-                self.cytoscape.graph.add_graph_from_json({"nodes": [], "edges": [
-                    {"data": {"id": self._id(f"{u}->{v}"), "pair": f"{u}->{v}", "source": self._id(u),
-                              "target": self._id(v), "weight": self._flows[u, v],
-                              "width": 0.5 + 4 * abs(self._flows[u, v]) / self._best}} for u, v in missing]})
+                self.cytoscape.graph.add_graph_from_json({"nodes": [], "edges": [self._edge(pair) for pair in missing]})
             for edge in self.cytoscape.graph.edges:
                 pair = tuple(edge.data["pair"].split("->"))
                 self._set(edge, self._edge_classes(pair, path_edges, longest, dropped))
@@ -216,12 +212,9 @@ class LayerGraph(View):
                  else "<i>finding the best paths…</i>")
         self.legend.value = (f"class {escape(result.class_name)} · {paths} · faded: the neurons that α = "
                              f"{request.alpha:g} drops at {result.bundle.layer_name(result.layer)} ({result.layer})")
-        self._syncing = True
-        try:
+        with self.quietly():
             self.neuron.value = tuple(request.selected) if tuple(request.selected) in [
                 value for _, value in self.neuron.options] else ()
-        finally:
-            self._syncing = False
 
     @staticmethod
     def _set(element, classes: str, label: str | None = None) -> None:
@@ -236,7 +229,7 @@ class LayerGraph(View):
             self.state.selected = (data["layer"], int(data["index"]))
 
     def _picked(self, change) -> None:
-        if change["new"] and not self._syncing:
+        if change["new"] and not self.syncing:
             self.state.selected = tuple(change["new"])
 
     def _hovered(self, node: dict) -> None:

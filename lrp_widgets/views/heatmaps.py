@@ -76,8 +76,9 @@ class RelevanceHeatmap(_Heatmap):
                     f"{result.bundle.layer_name(result.layer)}", False)
         if mode == "paths" and result.paths is not None:
             return result.union_relevance, f"the {len(result.paths)} best paths", False
-        if mode.startswith("path ") and result.paths is not None and int(mode.split()[1]) < len(result.paths):
-            return result.path_relevance[int(mode.split()[1])], f"path {int(mode.split()[1]) + 1}", False
+        index = int(mode.split()[1]) if mode.startswith("path ") else None
+        if index is not None and result.paths is not None and index < len(result.paths):
+            return result.path_relevance[index], f"path {index + 1}", False
         return result.bundle.input_relevance, "full explanation", mode != "full"
 
     def refresh(self) -> None:

@@ -8,8 +8,8 @@
    worker thread, into caches keyed by what each part depends on (the image's content, the class, the
    model, the layer …; never by mutable state). A request whose parts are all cached is answered at
    once on the kernel's thread. A newer request stops an older one at its next stage.
-3. After each stage a :class:`Result` — the request and all that is computed for it so far — is
-   *published*: queued by the worker and set as ``state.result`` on the kernel's event loop, never from
+3. After each slow stage (over ``PUBLISH_AFTER_S``; quick ones go with the next) and at the end, a
+   :class:`Result` — the request and all that is computed for it so far — is *published*: queued by the worker and set as ``state.result`` on the kernel's event loop, never from
    the worker. A result (or status, or error) whose request is no longer current is dropped.
 4. Views render ``state.result`` and the display choices (opacity, heatmap mode). They never compute.
 

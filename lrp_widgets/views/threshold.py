@@ -9,7 +9,7 @@ import bqplot
 import ipywidgets as widgets
 
 from ..analysis.threshold import DEFAULT_ALPHAS
-from .common import View
+from .common import View, how_to_read
 
 MSE_COLOUR, SMAPE_COLOUR, OPTIMUM_COLOUR = "#d62728", "#1f77b4", "#2ca02c"
 OPTIMAL_RULE = "the fewest kept neurons whose MSE is at most the mean MSE of the sweep"
@@ -27,7 +27,6 @@ class ThresholdSlider(View):
                                         layout=widgets.Layout(width="110px"), style={"description_width": "50px"})
         widgets.link((self.alpha, "value"), (state, "alpha"))
         widgets.link((self.k, "value"), (state, "k"))
-        self._syncing = False
         self.layer.observe(self._layer_chosen, "value")
         state.observe(self._show_layer, "layer")
         self.readout = widgets.HTML(layout=widgets.Layout(min_height="54px"))
@@ -56,12 +55,10 @@ class ThresholdSlider(View):
                                   title="threshold sweep: click a point to set α", title_style={"font-size": "13px"},
                                   display_toolbar=False, fig_margin={"top": 30, "bottom": 42, "left": 55, "right": 55},
                                   layout=widgets.Layout(width="420px", height="250px"))
-        self.key = widgets.HTML(
-            f'<div style="font-size:12px;line-height:15px;color:#444"><span style="color:{MSE_COLOUR}">━ MSE</span> '
-            f'and <span style="color:{SMAPE_COLOUR}">┅ SMAPE</span> between the kept neurons\' heatmap and the '
-            f'full one (lower = closer); <b>━</b> your α; <span style="color:{OPTIMUM_COLOUR}">┅ optimal α</span>: '
-            f'{OPTIMAL_RULE}.</div>', layout=widgets.Layout(width="420px"))
-        self.key.add_class("lrp-how")
+        self.key = how_to_read(
+            f'<span style="color:{MSE_COLOUR}">━ MSE</span> and <span style="color:{SMAPE_COLOUR}">┅ SMAPE</span> '
+            f"between the kept neurons' heatmap and the full one (lower = closer); <b>━</b> your α; "
+            f'<span style="color:{OPTIMUM_COLOUR}">┅ optimal α</span>: {OPTIMAL_RULE}.', "420px")
         controls = widgets.VBox([self.alpha, widgets.HBox([self.k, self.layer]), self.readout],
                                 layout=widgets.Layout(width="360px"))
         super().__init__(state, [controls])
@@ -74,21 +71,18 @@ class ThresholdSlider(View):
         self.state.alpha = float(self.mse.x[index])
 
     def _layer_chosen(self, change) -> None:
-        if change["new"] and not self._syncing:
+        if change["new"] and not self.syncing:
             self.state.layer = change["new"]
 
     def _show_layer(self, change=None) -> None:
         """The dropdown shows the current request's layer (among the explained model's layers)."""
-        self._syncing = True
-        try:
+        with self.quietly():
             bundle = self.state.result.bundle if self.state.result is not None else None
             layers = bundle.conv_layers if bundle is not None else []
             options = [(f"{bundle.layer_name(layer)} ({layer})", layer) for layer in layers]
             if list(self.layer.options) != options:
                 self.layer.options = options
             self.layer.value = self.state.layer if self.state.layer in layers else None
-        finally:
-            self._syncing = False
 
     def refresh(self) -> None:
         result = self.state.result
@@ -98,13 +92,13 @@ class ThresholdSlider(View):
         self.marker.x = [result.request.alpha, result.request.alpha]
         selection, sweep = result.selection, result.sweep
         if selection is None:
-            self.readout.value = f"<i>Algorithm 1 at {result.bundle.layer_name(result.layer)}…</i>"
+            self._say(f"<i>Algorithm 1 at {result.bundle.layer_name(result.layer)}…</i>")
             return
         kept = int(selection.kept.sum())
         text = (f"keeps <b>{kept}</b>/{selection.kept.numel()} neurons of {result.bundle.layer_name(result.layer)} for class "
                 f"{escape(result.class_name)} (score &gt; μ − α·σ = {selection.threshold:.3g})")
         if sweep is None:
-            self.readout.value = f'<div style="font-size:13px;line-height:17px">{text}<br><i>computing the sweep…</i></div>'
+            self._say(f"{text}<br><i>computing the sweep…</i>")
             return
         at = sweep.at(result.request.alpha)
         text += f"<br>MSE {at['mse']:.3g} · SMAPE {at['smape']:.3g} · optimal α = <b>{sweep.optimal_alpha:g}</b>"
@@ -114,4 +108,7 @@ class ThresholdSlider(View):
                 self.mse.y = self.points.y = sweep.mse
                 self.smape.y = sweep.smape
                 self.optimum.x = [sweep.optimal_alpha, sweep.optimal_alpha]
-        self.readout.value = f'<div style="font-size:13px;line-height:17px">{text}</div>'
+        self._say(text)
+
+    def _say(self, html: str) -> None:
+        self.readout.value = f'<div style="font-size:13px;line-height:17px">{html}</div>'
