@@ -178,11 +178,13 @@ def check_cpu_wheels() -> str:
 
 
 def check_executable() -> str:
-    """postBuild is executable"""
-    path = BINDER / "postBuild"
-    if not os.access(path, os.X_OK) or not path.read_text().startswith("#!"):
-        raise Fail("needs a '#!' line and the executable bit (chmod +x binder/postBuild)")
-    return path.read_text().splitlines()[0]
+    """postBuild and start are executable"""
+    for path in (BINDER / "postBuild", BINDER / "start"):
+        if not os.access(path, os.X_OK) or not path.read_text().startswith("#!"):
+            raise Fail(f"{path.name} needs a '#!' line and the executable bit (chmod +x binder/{path.name})")
+    if not (BINDER / "start").read_text().rstrip().endswith('exec "$@"'):
+        raise Fail("start must end with 'exec \"$@\"' (it runs before the server command)")
+    return (BINDER / "postBuild").read_text().splitlines()[0]
 
 
 def torch_home() -> str:

@@ -1,7 +1,8 @@
 """The Voila dashboard: ``lrp-widgets app [--port N] [--weights …] [--no-browser]``.
 
-Serves ``notebooks/explorer.ipynb`` (written next to the package when it is not there) with Voila:
-sources stripped, tracebacks hidden from the browser, idle kernels culled.
+Serves ``notebooks/explorer.ipynb`` (written next to the package when it is not there) with Voila and
+the shared-server settings of :mod:`lrp_widgets.deploy`: sources stripped, tracebacks hidden from the
+browser, as many kernels as the memory holds, a closed page's kernel shut down.
 """
 from __future__ import annotations
 
@@ -24,16 +25,9 @@ Explorer(model=os.environ.get("LRP_WIDGETS_MODEL", "vgg16"),
          weights=os.environ.get("LRP_WIDGETS_WEIGHTS", "auto"),
          image=os.environ.get("LRP_WIDGETS_IMAGE", "castle"),
          device=os.environ.get("LRP_WIDGETS_DEVICE", "cpu"))"""
-#: Voila settings for a shared deployment: no tracebacks or sources in the browser; idle kernels are
-#: culled after 10 minutes so abandoned tabs give their memory back; at most ``max_kernels`` visitors.
-VOILA_SETTINGS = ["--VoilaConfiguration.show_tracebacks=False", "--VoilaConfiguration.strip_sources=True",
-                  "--VoilaConfiguration.template=lrp",
-                  "--VoilaConfiguration.multi_kernel_manager_class=lrp_widgets.deploy.BoundedKernelManager",
-                  "--MappingKernelManager.cull_idle_timeout=600", "--MappingKernelManager.cull_interval=60",
-                  "--MappingKernelManager.cull_connected=False"]
-MAX_KERNELS = 8
-#: where Voila finds the ``lrp`` template (its lab template without CDN requests)
+#: where Voila finds the ``lrp`` template (data) and the server settings of ``lrp_widgets.deploy`` (config)
 SHARE = Path(__file__).resolve().parent / "share"
+CONFIG = SHARE / "jupyter_config"
 TITLE = "LRP explorer: what does the network see?"  # the browser tab's title
 
 
@@ -55,9 +49,14 @@ def app_notebook() -> Path:
     return path
 
 
-def voila_command(port: int | None = None, browser: bool = True, max_kernels: int = MAX_KERNELS) -> list[str]:
-    command = [sys.executable, "-m", "voila", str(app_notebook()), *VOILA_SETTINGS,
-               f"--BoundedKernelManager.max_kernels={max_kernels}"]
+def voila_command(port: int | None = None, browser: bool = True, max_kernels: int | None = None,
+                  memory_budget: int | None = None) -> list[str]:
+    """Voila serving the app; ``max_kernels`` None: as many as the memory holds (``lrp_widgets.deploy``)."""
+    command = [sys.executable, "-m", "voila", str(app_notebook())]
+    if max_kernels is not None:
+        command.append(f"--BoundedKernelManager.max_kernels={max_kernels}")
+    if memory_budget is not None:
+        command.append(f"--BoundedKernelManager.kernel_budget={memory_budget}")
     if port is not None:
         command.append(f"--port={port}")
     if not browser:
@@ -66,18 +65,20 @@ def voila_command(port: int | None = None, browser: bool = True, max_kernels: in
 
 
 def voila_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with our template folder first on Jupyter's data path."""
-    return {**env, "JUPYTER_PATH": os.pathsep.join(filter(None, [str(SHARE), env.get("JUPYTER_PATH", "")]))}
+    """``env`` with our template first on Jupyter's data path and our settings first on its config path."""
+    def first(folder: Path, variable: str) -> str:
+        return os.pathsep.join(filter(None, [str(folder), env.get(variable, "")]))
+    return {**env, "JUPYTER_PATH": first(SHARE, "JUPYTER_PATH"),
+            "JUPYTER_CONFIG_PATH": first(CONFIG, "JUPYTER_CONFIG_PATH")}
 
 
 def serve(port: int | None = None, weights: str = "auto", model: str = "vgg16", browser: bool = True,
-          max_kernels: int = MAX_KERNELS, device: str = "cpu") -> int:
-    """Run Voila in the foreground until interrupted."""
+          max_kernels: int | None = None, device: str = "cpu", memory_budget: int | None = None) -> None:
+    """Become Voila (exec): a signal to this process (Ctrl-C, a supervisor, a container stop) reaches Voila,
+    which shuts its kernels down."""
     env = voila_env(dict(os.environ, LRP_WIDGETS_WEIGHTS=weights, LRP_WIDGETS_MODEL=model, LRP_WIDGETS_DEVICE=device))
-    try:
-        return subprocess.call(voila_command(port, browser, max_kernels), env=env)
-    except KeyboardInterrupt:
-        return 0
+    command = voila_command(port, browser, max_kernels, memory_budget)
+    os.execve(command[0], command, env)
 
 
 def free_port() -> int:
@@ -87,7 +88,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(env: dict[str, str] | None = None, max_kernels: int = MAX_KERNELS, log=subprocess.DEVNULL,
+def running_app(env: dict[str, str] | None = None, max_kernels: int | None = 0, log=subprocess.DEVNULL,
                 timeout: float = 60) -> Iterator[str]:
     """Voila serving the app on a free local port while the block runs; yields its URL (tests, benchmarks)."""
     port = free_port()

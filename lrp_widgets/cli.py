@@ -2,7 +2,7 @@
 
     lrp-widgets explain IMAGE [--weights imagenet|random|auto|PATH] [--model vgg16] [--target CLASS] [--out DIR] …
     lrp-widgets deconv IMAGE --layer NAME --channel C [--weights …] [--mode map|max] --out FILE.png [--npy FILE.npy]
-    lrp-widgets app [--port N] [--weights …] [--no-browser] [--max-kernels N] [--device cpu|cuda]
+    lrp-widgets app [--port N] [--weights …] [--no-browser] [--max-kernels N] [--memory-budget SIZE] [--device cpu|cuda]
 
 Bad input prints one line on stderr and exits with status 2; nothing is written then.
 """
@@ -67,16 +67,29 @@ def _app_parser(commands) -> None:
     app.add_argument("--port", type=int, default=None)
     _model_arguments(app, weights="auto")
     app.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    app.add_argument("--max-kernels", type=int, default=8, help="most visitors (kernels) at once; 0 = no limit")
+    app.add_argument("--max-kernels", type=int, default=None,
+                     help="most visitors (kernels) at once; 0 = no limit; default: as many as the memory holds")
+    app.add_argument("--memory-budget", type=_memory_size, default=None, metavar="SIZE",
+                     help="memory one visitor's kernel takes, for the default of --max-kernels (e.g. 800M)")
     app.add_argument("--device", default="cpu", help="cpu or cuda")
-    app.set_defaults(run=lambda args: sys.exit(serve_app(args)))
+    app.set_defaults(run=serve_app)
 
 
-def serve_app(args: argparse.Namespace) -> int:
+def _memory_size(text: str) -> int:
+    from .deploy import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def serve_app(args: argparse.Namespace) -> None:
+    """Replaces this process with Voila."""
     from .app import serve
 
-    return serve(args.port, args.weights, args.model, browser=not args.no_browser, max_kernels=args.max_kernels,
-                 device=args.device)
+    serve(args.port, args.weights, args.model, browser=not args.no_browser, max_kernels=args.max_kernels,
+          device=args.device, memory_budget=args.memory_budget)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +118,12 @@ def staged_output(out: Path) -> Iterator[Path]:
 def run_explain(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .analysis.figures import model_label, save_heatmap_figure, save_overlay, save_threshold_figure
+    from .analysis.figures import (
+        model_label,
+        save_heatmap_figure,
+        save_overlay,
+        save_threshold_figure,
+    )
     from .analysis.graph import neuron_graph
     from .analysis.heatmaps import path_activation, union_relevance
     from .analysis.paths import k_best_paths, path_count

@@ -113,13 +113,13 @@ def page(server, browser):
     """A fresh page of the app, idle with the castle's explanation complete; no console errors but the
     blocked font when the test is over."""
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    # Voila's beforeunload handler asks the server to shut the kernel down with the page's _xsrf cookie,
-    # which Voila never sets (the request gets a 403 and the kernel lives until culled): set one
-    context.add_cookies([{"name": "_xsrf", "value": "lrp-widgets-browser-test", "url": server}])
     page = context.new_page()
     page.console_errors = []
     page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
     page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    page.sent = []  # what the page sends its kernel
+    page.on("websocket", lambda socket: socket.on("framesent", lambda frame: page.sent.append(
+        frame if isinstance(frame, bytes) else frame.encode())))
     page.goto(server, timeout=TIMEOUT * 1000)
     page.wait_for_selector(".lrp-explorer", timeout=TIMEOUT * 1000)
     wait_idle(page, "the first explanation")
@@ -222,7 +222,7 @@ def wait_for_class(page, name: str, what: str) -> None:
 def class_node(page) -> dict:
     """The graph's class node: the one node of its last column."""
     nodes = [n for n in graph(page)["nodes"] if "header" not in n["classes"]]
-    last = max((n["x"] for n in nodes))
+    last = max(n["x"] for n in nodes)
     column = [n for n in nodes if abs(n["x"] - last) < 1]
     assert len(column) == 1, column
     return column[0]
@@ -275,6 +275,8 @@ def test_app_renders_every_view(page):
     assert state["image"] == "image: castle"
     assert [b["label"] for b in state["examples"] if b["active"]] == ["castle"]
     assert state["error"] == ""
+    # the page asked its kernel to send every widget's state again once it was on screen (Explorer.resend)
+    assert any(b'"click"' in frame for frame in page.sent), "the page did not ask for a resync"
 
 
 def test_moving_the_slider_changes_the_graph_and_the_heatmap(page):

@@ -368,3 +368,16 @@ def test_clicking_a_sweep_point_sets_alpha(explorer):
     assert list(explorer.threshold.marker.x) == [sweep.alphas[4]] * 2
     assert list(explorer.threshold.optimum.x) == [sweep.optimal_alpha] * 2
     state.alpha = 1.0
+
+
+def test_resend_sends_the_state_of_every_widget_on_screen(explorer, monkeypatch):
+    """What Voila's page asks for once its views exist (updates sent while it built them were dropped)."""
+    from ipywidgets import Widget
+
+    sent = set()
+    monkeypatch.setattr(Widget, "send_state", lambda self, key=None: sent.add(self.model_id))
+    explorer.resync.click()
+    graph = explorer.graph.cytoscape.graph
+    shown = [explorer.graph.legend, explorer.relevance.caption, explorer.activation.caption, explorer.status,
+             *graph.nodes, *graph.edges, explorer.classes.bars, explorer.threshold.sweep_view, *explorer.threshold.plot.marks]
+    assert {w.model_id for w in shown} <= sent

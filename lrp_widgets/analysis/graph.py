@@ -119,6 +119,6 @@ def layer_flows(explanation: Explanation, upper: str, upper_nodes: list[int], lo
     """R_{j←k} for upper nodes k and lower nodes j: shape (len(upper_nodes), len(lower_nodes))."""
     channels = torch.tensor(upper_nodes, device=explanation.inputs.device)
     start = explanation.relevances[upper][image:image + 1].expand(len(upper_nodes), *explanation.relevances[upper].shape[1:])
-    reached = explanation.propagate(start, upper, lower, image=image, channels={upper: channels})
-    per_channel = reached.flatten(2).sum(2) if reached.dim() > 2 else reached
+    per_channel = explanation.propagate(start, upper, lower, image=image, channels={upper: channels},
+                                        reduce=lambda reached: reached.flatten(2).sum(2) if reached.dim() > 2 else reached)
     return per_channel[:, lower_nodes].cpu()

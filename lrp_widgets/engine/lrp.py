@@ -11,7 +11,7 @@ torch.Size([1, 3, 224, 224])
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,8 @@ from .network import WEIGHTED, Layer, layer_sequence
 from .rules import Propagator
 
 INPUT = "input"
+#: The transient memory a batched propagation may take; more conditions are propagated in several batches.
+PROPAGATION_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -63,19 +65,32 @@ class Explanation:
         sums.update({name: self.relevances[name].flatten(1).sum(1) for name in self.names})
         return sums
 
+    @property
+    def nbytes(self) -> int:
+        """The memory the explanation holds: activations, relevances, switches and the propagators' stored z."""
+        tensors = [*self.activations.values(), *self.relevances.values(), *self.maxpool_indices.values(), self.inputs]
+        tensors += [t for propagate in self.propagators.values() for t in getattr(propagate, "stored", ())]
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+        return sum(storages.values())
+
     def input_of(self, name: str) -> Tensor:
         """The activation entering layer ``name``."""
         index = self.names.index(name)
         return self.inputs if index == 0 else self.activations[self.names[index - 1]]
 
     def propagate(self, relevance: Tensor, start: str, stop: str = INPUT, image: int = 0,
-                  masks: Mapping[str, Tensor] | None = None, channels: Mapping[str, Tensor] | None = None) -> Tensor:
+                  masks: Mapping[str, Tensor] | None = None, channels: Mapping[str, Tensor] | None = None,
+                  reduce: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Propagate a batch of relevances given at the output of layer ``start`` down to the output of
         ``stop`` (default: the input), for image ``image`` of the stored batch.
 
         ``masks[name]`` (broadcastable to the relevance there) multiplies the relevance at the output of
         that layer; ``channels[name]`` (one index per row) keeps only that channel there — the cheap
         path for single-neuron conditions. The relevance at ``start`` is masked too.
+
+        Rows are propagated in batches whose transient buffers fit ``PROPAGATION_BYTES``; ``reduce``
+        (e.g. a sum over space) is applied to each batch's result, so the full maps of all rows never
+        exist at once.
         """
         masks, channels = masks or {}, channels or {}
         names = self.names
@@ -83,20 +98,34 @@ class Explanation:
         last = -1 if stop == INPUT else names.index(stop)
         if last > first:
             raise TargetError(f"layer '{stop}' is above '{start}'")
-        rows = torch.arange(relevance.shape[0], device=relevance.device)
+        n = relevance.shape[0]
+        # rows in batches whose transient buffers (~3 of the largest layer passed) fit PROPAGATION_BYTES
+        largest = max((self.input_of(names[index])[0].numel() for index in range(first, last, -1)),
+                      default=relevance[0].numel())
+        size = max(1, PROPAGATION_BYTES // (3 * largest * relevance.element_size()))
+        if n > size:
+            def rows(values: Mapping[str, Tensor], part: slice) -> dict[str, Tensor]:
+                return {k: v[part] if v.dim() and v.shape[0] == n else v for k, v in values.items()}
+            result = None
+            for part in (slice(i, i + size) for i in range(0, n, size)):
+                done = self.propagate(relevance[part], start, stop, image, rows(masks, part), rows(channels, part), reduce)
+                result = done.new_empty((n, *done.shape[1:])) if result is None else result
+                result[part] = done
+            return result
+        indices = torch.arange(n, device=relevance.device)
         for index in range(first, last, -1):
             name = names[index]
             if name in masks:
                 relevance = relevance * masks[name]
             keep = channels.get(name)
             if keep is not None and not isinstance(self.layers[index].module, WEIGHTED):
-                kept = relevance[rows, keep]  # other layers read every channel: zero the rest
+                kept = relevance[indices, keep]  # other layers read every channel: zero the rest
                 relevance = torch.zeros_like(relevance)
-                relevance[rows, keep] = kept
+                relevance[indices, keep] = kept
             relevance = self.propagators[name](relevance, image, keep)
         if stop != INPUT and stop in masks:
             relevance = relevance * masks[stop]
-        return relevance
+        return relevance if reduce is None else reduce(relevance)
 
 
 class Explainer:
@@ -123,8 +152,9 @@ class Explainer:
             if isinstance(module, nn.ReLU):
                 x = F.relu_(x) if isinstance(previous, WEIGHTED) else F.relu(x)
             elif isinstance(module, nn.MaxPool2d):
-                x, indices[layer.name] = F.max_pool2d(x, module.kernel_size, module.stride, module.padding,
-                                                      module.dilation, module.ceil_mode, return_indices=True)
+                x, switches = F.max_pool2d(x, module.kernel_size, module.stride, module.padding,
+                                           module.dilation, module.ceil_mode, return_indices=True)
+                indices[layer.name] = switches.int() if a[0, 0].numel() < 2**31 else switches  # half the bytes
             else:
                 x = module(x)
             if bind:

@@ -1,5 +1,9 @@
 """Loading torchvision VGGs with ImageNet, random or local weights.
 
+The weights are memory-mapped from a cached file in torch's zip format (ImageNet: converted once from
+torchvision's hash-checked download; random: generated once from the fixed seed), so their pages are
+file-backed: shared by every kernel on a server and reclaimable, not anonymous memory of each process.
+
 >>> import warnings
 >>> with warnings.catch_warnings(record=True):
 ...     model = load_model("vgg11", weights="random")
@@ -8,7 +12,10 @@
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,24 +73,74 @@ def load_model(name: str = "vgg16", weights: str | Path | None = "random", progr
     builder = torchvision.models.get_model_builder(name)
     enum = weights_enum(name)
     categories = list(enum.meta["categories"])
+    with torch.device("meta"):  # no memory, no initialisation: the parameters come from the mapped file
+        module = builder(weights=None)
     if weights in (None, "random"):
-        with torch.random.fork_rng():
-            torch.manual_seed(RANDOM_SEED)
-            module = builder(weights=None)
+        state = _mapped(f"{name}-random-seed{RANDOM_SEED}.pt", lambda: _random_state(builder))
         warnings.warn(UNTRAINED_MESSAGE, UntrainedWeightsWarning, stacklevel=2)
         label, pretrained = "random", False
     elif weights == "imagenet":
-        module = _download(builder, enum, progress)
+        checkpoint = _download(enum, progress)
+        state = _mapped(f"{checkpoint.stem}.pt", lambda: _checked_state(checkpoint))
         label, pretrained = "imagenet", True
     else:
-        module = builder(weights=None)
-        module.load_state_dict(_read_state_dict(Path(weights), module, name))
+        state = _read_state_dict(Path(weights), module, name)
         label, pretrained = str(weights), True
+    module.load_state_dict(state, assign=True)
     return LoadedModel(module.eval().requires_grad_(False).to(device), name, label, pretrained, categories)
 
 
-def _download(builder, enum, progress: bool) -> nn.Module:
-    """torchvision's weights via the hub cache; the download is hash-checked and atomic."""
+def weights_cache() -> Path:
+    """Where the memory-mappable weight files are kept (``$XDG_CACHE_HOME/lrp-widgets/weights``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lrp-widgets" / "weights"
+
+
+def _mapped(filename: str, make) -> dict[str, torch.Tensor]:
+    """The state dict in ``weights_cache()/filename``, memory-mapped; written once (atomically) from
+    ``make()``. Where the cache cannot be written, ``make()``'s tensors are used as they are."""
+    path = weights_cache() / filename
+    if not path.is_file():
+        state = make()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp") as tmp:
+                torch.save(state, tmp)
+                tmp.flush()
+                os.chmod(tmp.name, 0o644)
+                os.link(tmp.name, path)  # appears whole or not at all; the first of two writers wins
+        except FileExistsError:
+            pass
+        except OSError:
+            return state
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError):  # damaged: made again
+        path.unlink(missing_ok=True)
+        return _mapped(filename, make)
+
+
+def _random_state(builder) -> dict[str, torch.Tensor]:
+    with torch.random.fork_rng():
+        torch.manual_seed(RANDOM_SEED)
+        return builder(weights=None).state_dict()
+
+
+def _checked_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The downloaded checkpoint, read only if its sha256 still starts with the prefix in its name."""
+    prefix = torch.hub.HASH_REGEX.search(checkpoint.name).group(1)
+    digest = hashlib.sha256()
+    with checkpoint.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(prefix):
+        checkpoint.unlink()
+        raise WeightsError(f"'{checkpoint}' is damaged (its sha256 does not start with {prefix}); it was "
+                           "removed: run again to download it")
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)
+
+
+def _download(enum, progress: bool) -> Path:
+    """torchvision's weights into the hub cache; the download is hash-checked and atomic."""
     cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
     if not cache.is_file():
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -95,14 +152,24 @@ def _download(builder, enum, progress: bool) -> nn.Module:
             raise WeightsError(f"could not download the ImageNet weights ({reason}); offline, download "
                                f"{enum.url} elsewhere and pass it with --weights PATH (or place it at {cache})"
                                ) from None
-    return builder(weights=enum, progress=progress)
+    return cache
+
+
+def _load_file(path: Path) -> dict:
+    """Memory-mapped where the file is in torch's zip format; older formats are read into memory."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "zipfile" not in str(error) and "mmap" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _read_state_dict(path: Path, module: nn.Module, name: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file '{path}' does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _load_file(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise WeightsError(f"'{path}' is not a weights file that can be loaded safely ({first[:120]})") from None
@@ -118,4 +185,5 @@ def _read_state_dict(path: Path, module: nn.Module, name: str) -> dict[str, torc
         detail = "; ".join(f"{what}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}" for what, keys in
                            (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys)
         raise WeightsError(f"weights file '{path}' does not fit {name} ({detail})")
-    return state
+    # the parameters are taken as they are (assigned, not copied): other float types become float32
+    return {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}

@@ -175,6 +175,8 @@ class LinearRule(Rule):
             return _signed_sum([(sign, transpose(layer, s, w, shape).mul_(_select(x, image)))
                                 for sign, x, w, _ in params])
 
+        # what Explanation.nbytes counts: z, the inputs and modified weights (the model's own are the model's)
+        propagate.stored = (z, *(x for _, x, _, _ in params), *(w for _, _, w, _ in params if w is not layer.weight))
         return propagate
 
 
@@ -275,7 +277,7 @@ def unpool(values: Tensor, switches: Tensor, input_shape: Sequence[int]) -> Tens
     overlapping windows add up. ``switches`` (1 or N, C, H, W) are the indices of the forward pass."""
     n = values.shape[0]
     flat = values.new_zeros(n, input_shape[1], input_shape[2] * input_shape[3])
-    flat.scatter_add_(2, switches.flatten(2).expand(n, -1, -1), values.flatten(2))
+    flat.scatter_add_(2, switches.flatten(2).long().expand(n, -1, -1), values.flatten(2))
     return flat.reshape(n, *input_shape[1:])
 
 

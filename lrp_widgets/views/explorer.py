@@ -11,6 +11,7 @@ every result of the current request is on screen.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import ipywidgets as widgets
 from PIL import Image
@@ -47,11 +48,22 @@ class Explorer(widgets.VBox):
         side = widgets.VBox([self.classes, self.threshold], layout=widgets.Layout(width="370px"))
         views = widgets.HBox([self.relevance, self.activation, side], layout=wrap)
         below = widgets.HBox([self.threshold.sweep_view, self.deconv], layout=wrap)
-        super().__init__([self.status, self.picker, views, self.graph, below],
+        # clicked by the app's page (Voila template ``lrp``) once the views are on screen: see ``resend``
+        self.resync = widgets.Button(description="resync", layout=widgets.Layout(display="none"))
+        self.resync.add_class("lrp-resync")
+        self.resync.on_click(lambda _: self.resend())
+        super().__init__([self.status, self.picker, views, self.graph, below, self.resync],
                          layout=widgets.Layout(width="100%", max_width="1400px"))
         self.add_class("lrp-explorer")
         if image is not None:
             self.load(image)
+
+    def resend(self) -> None:
+        """Send the full state of every widget of the app again. Voila's page builds its widgets from a
+        snapshot of their states and drops the updates that arrive while it does; under load the worker
+        publishes in that window and a caption could stay on "computing…" for good."""
+        for widget in descendants(self):
+            widget.send_state()
 
     def load(self, image: str | Path | Image.Image) -> None:
         """Show another image (an example name, a file path or a PIL image)."""
@@ -62,3 +74,18 @@ class Explorer(widgets.VBox):
             self.picker.load(lambda: load_example(image), image)
         else:
             self.picker.load(lambda: open_image(image), getattr(image, "name", str(image)))
+
+
+def descendants(widget: widgets.Widget) -> Iterator[widgets.Widget]:
+    """``widget`` and every widget its synced traits hold (children, figure marks, graph nodes …)."""
+    seen, stack = set(), [widget]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for name in current.keys:
+            value = getattr(current, name)
+            stack.extend(v for v in (value if isinstance(value, (list, tuple)) else [value])
+                         if isinstance(v, widgets.Widget))

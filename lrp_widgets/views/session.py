@@ -65,7 +65,7 @@ class Request:
     image: Image.Image | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, state: ExplorerState, image_key: str) -> "Request":
+    def of(cls, state: ExplorerState, image_key: str) -> Request:
         return cls(image_key, state.model_name, state.weights, state.target, state.top_n, state.layer, state.alpha,
                    state.k, tuple(state.selected), state.image_name, state.image)
 
@@ -149,6 +149,8 @@ def _sweep(result: Result) -> Result:
     return replace(result, sweep=result.bundle.sweep(result.layer))
 
 
+#: the memory the explanations kept for going back may take (one is always kept)
+CACHE_BYTES = 400 * 2**20
 #: a stage that took longer is shown before the next is computed
 PUBLISH_AFTER_S = 0.05
 STAGES = (("Algorithm 1 at {layer}", _alpha), ("the neuron graph", _graph), ("the {k} best paths", _paths),
@@ -166,12 +168,14 @@ def _release_freed_memory() -> None:
 
 class Session:
     """Computes ``state``'s requests and publishes their results; ``background=False`` computes on the
-    caller's thread (scripts, tests, benchmarks). Keeps the ``cache_size`` latest explanations."""
+    caller's thread (scripts, tests, benchmarks). Keeps the latest explanations that fit in ``cache_bytes``
+    (VGG16: ~180 MB each, so the default keeps two; the newest is always kept)."""
 
-    def __init__(self, state: ExplorerState, background: bool = True, device: str = "cpu", cache_size: int = 2):
+    def __init__(self, state: ExplorerState, background: bool = True, device: str = "cpu",
+                 cache_bytes: int = CACHE_BYTES):
         self.state = state
         self.device = device
-        self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self.models: dict[tuple[str, str], LoadedModel] = {}
         self.bundles: dict[tuple, Bundle] = {}
         self._keyed: tuple[Image.Image | None, str] = (None, "")  # the last image and its content key
@@ -358,7 +362,7 @@ class Session:
             self._publish(request, "done", last=True)
         except LRPWidgetsError as error:
             self._publish(request, "error", str(error), last=True)
-        except Exception as error:  # noqa: BLE001 - the user gets one line, the log gets the traceback
+        except Exception as error:
             log.exception("computing %s failed", request)
             self._publish(request, "error", f"unexpected error ({type(error).__name__}: {error}); "
                                             "the previous result is kept", last=True)
@@ -371,8 +375,10 @@ class Session:
             name = request.image_name or "the image"
             what = "its top class" if request.target is None else f"class {model.category(request.target)}"
             self._publish(request, "status", f"explaining {name} for {what} with {model.name}…")
+            newest = next(reversed(self.bundles.values()), None)
+            self._forget_old_bundles(room=newest.explanation.nbytes if newest is not None else 0)
             bundle = Bundle.explain(model, request.image, request.target, top_n=request.top_n)
-            bundle.picture, bundle.grey_picture, bundle.predictions, bundle.layer_names  # noqa: B018 - computed here, not while a view renders
+            bundle.picture, bundle.grey_picture, bundle.predictions, bundle.layer_names
             for target in {request.target, bundle.target}:  # the top-1 is also its own class
                 self.bundles[replace(request, target=target).explanation_key] = bundle
             self._forget_old_bundles()
@@ -383,11 +389,16 @@ class Session:
         layer = request.layer if request.layer in bundle.conv_layers else bundle.conv_layers[-1]
         return Result(request, bundle, layer)
 
-    def _forget_old_bundles(self) -> None:
-        distinct = list(dict.fromkeys(self.bundles.values()))  # insertion order: oldest first
-        for old in distinct[:-self.cache_size]:
-            for key in [key for key, bundle in self.bundles.items() if bundle is old]:
-                del self.bundles[key]
+    def _forget_old_bundles(self, room: int = 0) -> None:
+        """Keep the newest explanations that fit in ``cache_bytes`` with ``room`` to spare (always the newest
+        when there is no room to make)."""
+        kept, total = set(), room
+        for bundle in reversed(list(dict.fromkeys(self.bundles.values()))):  # newest first
+            total += bundle.explanation.nbytes
+            if total > self.cache_bytes and (kept or room):
+                break
+            kept.add(bundle)
+        self.bundles = {key: bundle for key, bundle in self.bundles.items() if bundle in kept}
 
     def model(self, name: str, weights: str, request: Request | None = None) -> LoadedModel:
         key = (name, weights)
