@@ -34,6 +34,9 @@ CULL_DISCONNECTED_S = 45
 CULL_INTERVAL_S = 15
 #: An idle kernel whose page is still open is kept; set ``cull_connected`` to cull those too.
 CULL_IDLE_S = 600
+#: How long Voila waits for the app cell's output after the cell finished. nbclient's 4 s default was too
+#: short with 20 visitors arriving at once on 2 cores: the page was then sent without the app (blank).
+IOPUB_TIMEOUT_S = 120
 
 
 def parse_bytes(text: str) -> int:
@@ -138,6 +141,7 @@ def configure(c: Config, max_kernels: int | None = None, kernel_budget: int | No
     c.VoilaConfiguration.strip_sources = True
     c.VoilaConfiguration.template = "lrp"
     c.VoilaConfiguration.prelaunch_hook = set_xsrf_cookie
+    c.VoilaExecutor.iopub_timeout = IOPUB_TIMEOUT_S
     c.VoilaConfiguration.multi_kernel_manager_class = manager  # Voila on its own
     c.ServerApp.kernel_manager_class = manager  # Voila as a Jupyter server extension (Binder, JupyterHub)
     c.MappingKernelManager.cull_idle_timeout = CULL_IDLE_S

@@ -35,6 +35,7 @@ def test_settings_hide_tracebacks_and_cull_pages_that_went():
     c = configure(Config())
     assert c.VoilaConfiguration.show_tracebacks is False and c.VoilaConfiguration.strip_sources is True
     assert c.VoilaConfiguration.prelaunch_hook is set_xsrf_cookie
+    assert c.VoilaExecutor.iopub_timeout >= 60  # a loaded server still sends the app, not a blank page
     assert c.ServerApp.kernel_manager_class == c.VoilaConfiguration.multi_kernel_manager_class
     assert c.MappingKernelManager.cull_connected is False  # an open idle page keeps its kernel
     assert CULL_DISCONNECTED_S + CULL_INTERVAL_S <= 60  # a closed page's kernel goes within about a minute
