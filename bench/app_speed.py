@@ -6,7 +6,7 @@ import statistics
 import time
 
 from lrp_widgets.app import running_app
-from tests.test_app_browser import CHROMIUM, alpha_handle
+from tests.test_app_browser import alpha_handle, chromium
 
 from .common import Row
 from .models import IMAGES
@@ -29,13 +29,9 @@ def figure_png(page, title: str) -> str | None:
 
 
 def run(repeat: int = 5, threads: int = 2, device: str = "cpu") -> list[Row]:
-    from playwright.sync_api import sync_playwright
-
     env = {"LRP_WIDGETS_WEIGHTS": "random", "LRP_WIDGETS_IMAGES": str(IMAGES), "OMP_NUM_THREADS": str(threads)}
     first, moves = [], []
-    with running_app(env) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                    "--disable-background-networking"])
+    with running_app(env) as url, chromium() as browser:
         for _ in range(min(repeat, 3)):
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             start = time.perf_counter()
@@ -54,7 +50,6 @@ def run(repeat: int = 5, threads: int = 2, device: str = "cpu") -> list[Row]:
                     page.wait_for_timeout(5)
                 moves.append(time.perf_counter() - start)
             page.close()
-        browser.close()
     rows = [Row("app", "page request → first heatmap", statistics.median(first), len(first), target="≤ 8 s"),
             Row("app", "slider move → heatmap visible", statistics.median(moves), len(moves), target="≤ 150 ms")]
     for row in rows:

@@ -16,9 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.binder import (BINDER_LIMIT, GiB, MiB, STEP_TIMEOUT, binder_app, chromium, memory_group, new_page,
-                          reload_session, rotated_copy, settled, teaching_session)
-from tests.test_app_browser import ARTIFACTS, views
+from tests.binder import (
+    BINDER_LIMIT,
+    STEP_TIMEOUT,
+    GiB,
+    MiB,
+    binder_app,
+    memory_group,
+    new_page,
+    reload_session,
+    rotated_copy,
+    settled,
+    teaching_session,
+)
+from tests.test_app_browser import ARTIFACTS, chromium, views
 
 from .common import Row
 

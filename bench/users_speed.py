@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lrp_widgets.app import running_app
-from tests.test_app_browser import CHROMIUM
+from tests.test_app_browser import chromium
 
 from .common import Row
 from .models import IMAGES
@@ -30,15 +30,12 @@ def kernel_rss_mb() -> list[float]:
 
 def run(repeat: int = 1, threads: int = 2, device: str = "cpu") -> list[Row]:
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
     upload = Path("/tmp/lrp-widgets-visitor.png")
     Image.open(IMAGES / "n02391049_zebra.JPEG").rotate(90, expand=True).save(upload)
     waits, peak = {}, 0.0
     env = {"LRP_WIDGETS_WEIGHTS": "random", "LRP_WIDGETS_IMAGES": str(IMAGES)}
-    with running_app(env) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                    "--disable-background-networking"])
+    with running_app(env) as url, chromium() as browser:
         pages = {name: browser.new_page(viewport={"width": 1440, "height": 1000}) for name in VISITORS}
         start = time.perf_counter()
         for page in pages.values():
@@ -62,7 +59,6 @@ def run(repeat: int = 1, threads: int = 2, device: str = "cpu") -> list[Row]:
                     waits[name] = time.perf_counter() - start
             peak = max(peak, *kernel_rss_mb(), 0.0)
             time.sleep(0.5)
-        browser.close()
     rows = [Row("4 users", f"visitor {name}: explanation ready", seconds, 1) for name, seconds in waits.items()]
     rows.append(Row("4 users", "largest kernel RSS (MB)", 0.0, 1, peak, target="≤ 1500 MB"))
     for row in rows:

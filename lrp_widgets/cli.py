@@ -118,12 +118,7 @@ def staged_output(out: Path) -> Iterator[Path]:
 def run_explain(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .analysis.figures import (
-        model_label,
-        save_heatmap_figure,
-        save_overlay,
-        save_threshold_figure,
-    )
+    from .analysis.figures import model_label, save_heatmap_figure, save_overlay, save_threshold_figure
     from .analysis.graph import neuron_graph
     from .analysis.heatmaps import path_activation, union_relevance
     from .analysis.paths import k_best_paths, path_count

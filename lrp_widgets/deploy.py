@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
@@ -22,8 +23,9 @@ from tornado import web
 from traitlets import Int
 from traitlets.config import Config
 
-#: Anonymous memory of one visitor's kernel after a teaching session (VGG16, CPU torch, two explanations
-#: kept), measured in a memory cgroup (docs/benchmarks.md, "binder").
+#: Anonymous memory budgeted for one visitor's kernel (VGG16, CPU torch): between a kernel after its first
+#: explanation (509 MiB, the per-visitor slope in docs/benchmarks.md, "binder") and one after a teaching
+#: session that keeps two explanations (≈ 670 MiB); most kernels of a class are somewhere in between.
 KERNEL_BUDGET = 600 * 2**20
 #: What the server needs besides its kernels: Jupyter server + Voila, and the weights' file pages that
 #: every kernel maps (VGG16: 528 MB; reclaimable, but evicting them makes every kernel read them again).
@@ -109,10 +111,8 @@ class BoundedKernelManager(AsyncMappingKernelManager):
         return f"The server is full ({self.limit} visitor{'s' * (self.limit != 1)}); {when}"
 
     def _idle_seconds(self, kernel_id: str) -> float:
-        from jupyter_server._tz import utcnow
-
-        last = getattr(self._kernels[kernel_id], "last_activity", None)
-        return (utcnow() - last).total_seconds() if last is not None else 0.0
+        last = getattr(self._kernels[kernel_id], "last_activity", None)  # an aware UTC datetime
+        return (datetime.now(timezone.utc) - last).total_seconds() if last is not None else 0.0
 
     async def cull_kernel_if_idle(self, kernel_id: str):
         kernel = self._kernels.get(kernel_id)

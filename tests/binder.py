@@ -23,7 +23,6 @@ from typing import Callable, Iterator, Sequence
 from lrp_widgets.app import free_port
 from tests.test_app_browser import (
     ARTIFACTS,
-    CHROMIUM,
     bar_class,
     classes_shown,
     example_button,
@@ -40,8 +39,6 @@ IMAGES = Path(os.environ.get("LRP_WIDGETS_IMAGES", ROOT.parent / "shared" / "ima
 MiB, GiB = 2**20, 2**30
 BINDER_LIMIT = 2 * GiB  # mybinder.org's memory limit
 STEP_TIMEOUT = 300  # seconds for one step of a session: a first load takes 30+ s on two cores
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CPU_CHECK = "import torch, torchvision; assert torch.__version__.endswith('+cpu'), torch.__version__"
 LOAD_WEIGHTS = "import sys; from lrp_widgets.engine.models import load_model; load_model('vgg16', sys.argv[1])"
 
@@ -280,19 +277,6 @@ def torch_libraries(pid: int) -> set[str]:
     """The libtorch files a process has mapped."""
     maps = Path(f"/proc/{pid}/maps").read_text()
     return {line.split()[-1] for line in maps.splitlines() if "/libtorch" in line}
-
-
-@contextmanager
-def chromium() -> Iterator:
-    """Debian's Chromium driven by Playwright, as in tests/test_app_browser.py."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def new_page(browser):

@@ -18,7 +18,6 @@ from .binder import (
     GiB,
     MiB,
     binder_app,
-    chromium,
     listening,
     memory_group,
     new_page,
@@ -27,7 +26,7 @@ from .binder import (
     teaching_session,
     torch_libraries,
 )
-from .test_app_browser import CHROMIUM, views
+from .test_app_browser import CHROMIUM, chromium, views
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 #: issue 11's target for the anonymous memory of server and kernel in a teaching session

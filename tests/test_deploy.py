@@ -25,7 +25,7 @@ from lrp_widgets.deploy import (
 )
 
 from .conftest import IMAGES
-from .test_app_browser import CHROMIUM, playwright
+from .test_app_browser import CHROMIUM, chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"LRP_WIDGETS_WEIGHTS": "random", "LRP_WIDGETS_MODEL": "vgg11", "LRP_WIDGETS_IMAGES": str(IMAGES)}
@@ -75,9 +75,7 @@ def kernel_alive(url: str, kernel: str) -> bool:
 def test_closed_pages_give_their_kernel_back_open_ones_keep_it():
     """Closing a page (the page's own shutdown request) frees its kernel at once; a page that vanishes
     without a word (a crash, a lost network) is culled within about a minute; an open idle page stays."""
-    with running_app(ENV) as url, playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                    "--disable-background-networking"])
+    with running_app(ENV) as url, chromium() as browser:
         pages, kernels = {}, {}
         for name in ("open", "closed", "vanished"):
             pages[name] = browser.new_context().new_page()
@@ -98,7 +96,6 @@ def test_closed_pages_give_their_kernel_back_open_ones_keep_it():
         assert gone <= CULL_DISCONNECTED_S + 2 * CULL_INTERVAL_S
         assert kernel_alive(url, kernels["open"]), "an open idle page lost its kernel"
         assert "lrp-explorer" in pages["open"].content()
-        browser.close()
 
 
 def test_binder_launch_runs_with_the_same_settings():
@@ -152,7 +149,7 @@ def test_app_command_becomes_voila(tmp_path):
         kernels = [p for p in Path("/proc").glob("[0-9]*") if _parent(p) == app.pid]
         assert kernels, "no kernel was started"
         app.terminate()
-        assert app.wait(30) is not None
+        app.wait(30)
         time.sleep(2)
         assert not [p for p in kernels if p.exists()], "a kernel outlived the app"
     finally:

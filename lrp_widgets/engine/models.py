@@ -99,24 +99,25 @@ def _mapped(filename: str, make) -> dict[str, torch.Tensor]:
     """The state dict in ``weights_cache()/filename``, memory-mapped; written once (atomically) from
     ``make()``. Where the cache cannot be written, ``make()``'s tensors are used as they are."""
     path = weights_cache() / filename
-    if not path.is_file():
-        state = make()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp") as tmp:
-                torch.save(state, tmp)
-                tmp.flush()
-                os.chmod(tmp.name, 0o644)
-                os.link(tmp.name, path)  # appears whole or not at all; the first of two writers wins
-        except FileExistsError:
-            pass
-        except OSError:
-            return state
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        pass
     except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError):  # damaged: made again
         path.unlink(missing_ok=True)
-        return _mapped(filename, make)
+    state = make()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp") as tmp:
+            torch.save(state, tmp)
+            tmp.flush()
+            os.chmod(tmp.name, 0o644)
+            os.link(tmp.name, path)  # appears whole or not at all; the first of two writers wins
+    except FileExistsError:
+        pass
+    except OSError:
+        return state
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 def _random_state(builder) -> dict[str, torch.Tensor]:

@@ -65,7 +65,7 @@ class Request:
     image: Image.Image | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, state: ExplorerState, image_key: str) -> Request:
+    def of(cls, state: ExplorerState, image_key: str) -> "Request":
         return cls(image_key, state.model_name, state.weights, state.target, state.top_n, state.layer, state.alpha,
                    state.k, tuple(state.selected), state.image_name, state.image)
 
@@ -362,7 +362,7 @@ class Session:
             self._publish(request, "done", last=True)
         except LRPWidgetsError as error:
             self._publish(request, "error", str(error), last=True)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - the user gets one line, the log gets the traceback
             log.exception("computing %s failed", request)
             self._publish(request, "error", f"unexpected error ({type(error).__name__}: {error}); "
                                             "the previous result is kept", last=True)
@@ -378,7 +378,7 @@ class Session:
             newest = next(reversed(self.bundles.values()), None)
             self._forget_old_bundles(room=newest.explanation.nbytes if newest is not None else 0)
             bundle = Bundle.explain(model, request.image, request.target, top_n=request.top_n)
-            bundle.picture, bundle.grey_picture, bundle.predictions, bundle.layer_names
+            bundle.picture, bundle.grey_picture, bundle.predictions, bundle.layer_names  # noqa: B018 - computed here, not while a view renders
             for target in {request.target, bundle.target}:  # the top-1 is also its own class
                 self.bundles[replace(request, target=target).explanation_key] = bundle
             self._forget_old_bundles()
