@@ -2,14 +2,14 @@
 and Captum's NeuronDeconvolution of the same neuron.
 
 VGG16, batch 1 (the castle), the strongest channel at ``features.28`` and ``features.14``, the whole
-feature map as the start signal (Captum: the callable selector of ``peers.captum_deconvolution``).
+feature map as the start signal (Captum: the callable selector of ``tests.peers.captum_deconvolution``).
 """
 from __future__ import annotations
 
 import torch
 
 from lrp_widgets.engine.deconv import deconvolve, record
-from lrp_widgets.peers import captum_deconvolution
+from tests.peers import captum_deconvolution
 
 from .common import Row, compare, median_time
 from .models import batch, vgg16

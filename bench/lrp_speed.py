@@ -1,7 +1,8 @@
-"""Issue 2: forward pass, our explanation, zennit with the same composite, Captum's LRP.
+"""Forward pass, our explanation, zennit with the same composite, Captum's LRP; VGG16 and ResNet-50.
 
-Captum has no z^B rule, so it is timed on the ``epsilon`` preset (LRP-ε everywhere), next to ours on
-the same preset; zennit is timed on the ``paper`` preset next to ours.
+Captum has no z^B rule (nor one for the residual addition), so it is timed on VGG16's ``epsilon`` preset
+(LRP-ε everywhere), next to ours on the same preset; zennit is timed on the ``paper`` preset next to ours
+(on ResNet-50 with its ResNetCanonizer).
 """
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from typing import Callable
 import torch
 
 from lrp_widgets.engine import Explainer
-from lrp_widgets.peers import captum_lrp, zennit_relevance
+from tests.peers import captum_lrp, zennit_relevance
 
 from .common import Row, compare, in_subprocess, median_time, peak_extra_mb
-from .models import batch, vgg16
+from .models import batch, model as make_model
 
-CASES = ("forward", "ours paper", "zennit paper", "ours epsilon", "captum epsilon")
+CASES = {"vgg16": ("forward", "ours paper", "zennit paper", "ours epsilon", "captum epsilon"),
+         "resnet50": ("forward", "ours paper", "zennit paper")}
 
 
-def workload(case: str, size: int, device: str = "cpu") -> Callable[[], object]:
-    model, x = vgg16(device), batch(size, device)
+def workload(case: str, size: int, device: str = "cpu", name: str = "vgg16") -> Callable[[], object]:
+    model, x = make_model(name, device), batch(size, device)
     if case == "forward":
         return lambda: _no_grad(model, x)
     if case.startswith("ours"):
@@ -35,9 +37,9 @@ def _no_grad(model, x):
         return model(x)
 
 
-def peak(case: str, size: str, threads: str) -> float:
+def peak(case: str, size: str, threads: str, name: str = "vgg16") -> float:
     torch.set_num_threads(int(threads))
-    fn = workload(case, int(size))
+    fn = workload(case, int(size), name=name)
     fn()
     return peak_extra_mb(fn)
 
@@ -47,15 +49,18 @@ def run(repeat: int = 5, threads: int = 2, device: str = "cpu", sizes: tuple[int
     torch.set_num_threads(threads)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rows = []
-    for size in sizes:
-        suite = f"lrp b{size}"
-        for case in CASES:
-            seconds = median_time(workload(case, size, device), repeat, sync=sync)
-            memory = in_subprocess("bench.lrp_speed", "peak", case, str(size), str(threads)) if device == "cpu" else None
-            rows.append(Row(suite, case, seconds, repeat, memory))
-            print(f"{suite:10s} {case:16s} {seconds * 1000:8.1f} ms", flush=True)
-        group = rows[-len(CASES):]
-        compare(group, "ours paper", "forward", "≤ 3×")
-        compare(group, "zennit paper", "ours paper", "> 1×")
-        compare(group, "captum epsilon", "ours epsilon", "> 1×")
+    for name, cases in CASES.items():
+        for size in sizes:
+            suite = f"lrp b{size}" if name == "vgg16" else f"lrp {name} b{size}"
+            for case in cases:
+                seconds = median_time(workload(case, size, device, name), repeat, sync=sync)
+                memory = (in_subprocess("bench.lrp_speed", "peak", case, str(size), str(threads), name)
+                          if device == "cpu" else None)
+                rows.append(Row(suite, case, seconds, repeat, memory))
+                print(f"{suite:18s} {case:16s} {seconds * 1000:8.1f} ms", flush=True)
+            group = rows[-len(cases):]
+            compare(group, "ours paper", "forward", "≤ 3×")
+            compare(group, "zennit paper", "ours paper", "> 1×")
+            if "captum epsilon" in cases:
+                compare(group, "captum epsilon", "ours epsilon", "> 1×")
     return rows

@@ -1,4 +1,5 @@
-"""The benchmark's model and input: VGG16, random weights with random biases, the castle image."""
+"""The benchmark's models and input: VGG16 (and ResNet-50), random weights with random biases (and batch-norm
+statistics), the castle image."""
 from __future__ import annotations
 
 import os
@@ -13,15 +14,23 @@ IMAGES = Path(os.environ.get("LRP_WIDGETS_IMAGES", Path(__file__).resolve().pare
 
 
 def vgg16(device: str = "cpu") -> torch.nn.Module:
+    return model("vgg16", device)
+
+
+def model(name: str, device: str = "cpu") -> torch.nn.Module:
     torch.manual_seed(0)
-    model = torchvision.models.vgg16().eval()
+    net = torchvision.models.get_model(name).eval()
     with torch.no_grad():
-        for module in model.modules():
+        for module in net.modules():
             if getattr(module, "bias", None) is not None:
                 module.bias.normal_(0, 0.05)
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
             if isinstance(module, torch.nn.ReLU):
                 module.inplace = False
-    return model.requires_grad_(False).to(device)
+    return net.requires_grad_(False).to(device)
 
 
 def batch(size: int, device: str = "cpu") -> torch.Tensor:

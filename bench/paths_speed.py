@@ -1,7 +1,7 @@
 """Issue 3: k = 5 path heatmaps and the 20-α sweep against zennit-crp computing the same conditional
 heatmaps, and the top-8 graph over all 16 layers against one full explanation.
 
-zennit-crp runs ``CondAttribution`` with the same composite (``peers.zennit_composite``) and the same
+zennit-crp runs ``CondAttribution`` with the same composite (``tests.peers.zennit_composite``) and the same
 channel conditions, all conditions in one call (it batches them itself).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from lrp_widgets.analysis.heatmaps import path_relevance
 from lrp_widgets.analysis.paths import k_best_paths
 from lrp_widgets.analysis.threshold import DEFAULT_ALPHAS, get_optimizer, threshold_sweep
 from lrp_widgets.engine import Explainer
-from lrp_widgets.peers import peer_model, zennit_composite
+from tests.peers import peer_copy, zennit_composite
 
 from .common import Row, compare, median_time
 from .models import batch, vgg16
@@ -24,7 +24,7 @@ SWEEP_LAYER = "features.28"
 def crp(model, x):
     from crp.attribution import CondAttribution
 
-    model = peer_model(model)
+    model = peer_copy(model)
     attribution, composite = CondAttribution(model), zennit_composite(model, "paper")
 
     def run(conditions):

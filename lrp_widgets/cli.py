@@ -1,6 +1,7 @@
 """The ``lrp-widgets`` command line.
 
-    lrp-widgets explain IMAGE [--weights imagenet|random|auto|PATH] [--model vgg16] [--target CLASS] [--out DIR] …
+    lrp-widgets explain IMAGE [--weights imagenet|random|auto|PATH] [--model vgg16] [--target CLASS] [--out DIR]
+                        [--preset paper] [--rule NAME=RULE[:ARG] …] [--graph-layers NAME,…] …
     lrp-widgets deconv IMAGE --layer NAME --channel C [--weights …] [--mode map|max] --out FILE.png [--npy FILE.npy]
     lrp-widgets app [--port N] [--weights …] [--no-browser] [--max-kernels N] [--memory-budget SIZE] [--device cpu|cuda]
 
@@ -33,16 +34,23 @@ def _model_arguments(parser: argparse.ArgumentParser, weights: str = "imagenet")
 
 def _explain_parser(commands) -> None:
     from .engine.composites import PRESETS
+    from .engine.rules import RULES
 
     explain = commands.add_parser("explain", help="explain one image: relevance.npy, heatmap.png, summary.json")
     explain.add_argument("image", help="any image file Pillow can read, or castle, barn, zebra")
     _model_arguments(explain)
     explain.add_argument("--target", type=int, default=None, help="class index to explain (default: top-1)")
     explain.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="rule preset")
+    explain.add_argument("--rule", action="append", default=[], metavar="NAME=RULE[:ARG]",
+                         help="one layer's rule, e.g. layer4.2.conv3=gamma:0.25 or features.0=zbox; rules: "
+                              + ", ".join(RULES) + " (repeatable)")
+    explain.add_argument("--graph-layers", default=None, metavar="NAME,…",
+                         help="the neuron graph's layers, module names (default: the model family's)")
     explain.add_argument("--maxpool", default="winner", choices=("winner", "average"))
     explain.add_argument("--k", type=int, default=5, help="number of best paths")
     explain.add_argument("--top-n", type=int, default=8, help="nodes kept per layer in the graph")
-    explain.add_argument("--layer", default=None, help="layer of the threshold sweep (default: the last conv)")
+    explain.add_argument("--layer", default=None,
+                         help="layer of the threshold sweep (default: the graph's last layer with feature maps)")
     explain.add_argument("--out", default="lrp-out", help="output folder")
     explain.set_defaults(run=run_explain)
 
@@ -129,11 +137,13 @@ def run_explain(args: argparse.Namespace) -> None:
 
     if args.k < 1 or args.top_n < 1:
         raise TargetError("--k and --top-n must be at least 1")
+    overrides = dict(_rule(text) for text in args.rule)
     image = read_image(args.image)
     model = _load(args.model, args.weights)
-    result = explain_image(model, image, target=args.target, preset=args.preset, maxpool=args.maxpool)
-    layer = args.layer or [name for name in result.weighted if name.startswith("features")][-1]
-    graph = neuron_graph(result, top_n=args.top_n)
+    result = explain_image(model, image, target=args.target, preset=args.preset, maxpool=args.maxpool,
+                           overrides=overrides)
+    layer = result.network.resolve(args.layer) if args.layer else result.map_layers[-1]
+    graph = neuron_graph(result, top_n=args.top_n, layers=args.graph_layers.split(",") if args.graph_layers else None)
     paths = k_best_paths(graph, args.k)
     sweep = threshold_sweep(result, layer)
     picture = display_image(image)
@@ -155,6 +165,16 @@ def run_explain(args: argparse.Namespace) -> None:
     print(f"wrote relevance.npy, heatmap.png, summary.json, graph.json, paths.json, path_relevance.png, "
           f"path_activation.png, threshold.json, threshold.png to {args.out}")
     _warn_untrained(model)
+
+
+def _rule(text: str):
+    """``NAME=RULE[:ARG]`` → (name, rule)."""
+    from .engine.composites import parse_rule
+
+    name, equals, rule = text.partition("=")
+    if not equals or not name or not rule:
+        raise TargetError(f"--rule '{text}': write NAME=RULE, e.g. layer4.2.conv3=gamma:0.25")
+    return name, parse_rule(rule)
 
 
 @contextmanager
@@ -179,11 +199,11 @@ def run_deconv(args: argparse.Namespace) -> None:
 
     from .analysis.render import deconvolution_rgb
     from .engine.deconv import deconvolve, record
-    from .engine.images import display_image, preprocess
+    from .engine.images import display_image
 
     image = read_image(args.image)
     model = _load(args.model, args.weights)
-    explanation = record(model.module, preprocess(image)[None])
+    explanation = record(model.module, model.preprocess(image)[None])
     reconstruction = deconvolve(explanation, args.layer, [args.channel], mode=args.mode)[0].cpu().numpy()
     pair = np.concatenate([display_image(image), deconvolution_rgb(reconstruction)], axis=1)  # zero is mid-grey
     paths = [Path(args.out)] + ([Path(args.npy)] if args.npy else [])

@@ -15,6 +15,15 @@ IMAGES = Path(os.environ.get("LRP_WIDGETS_IMAGES", Path(__file__).resolve().pare
 CASTLE = IMAGES / "n02980441_castle.JPEG"
 
 
+def run_readme_example(after: str) -> dict:
+    """Run the first ```python block of README.md after the text ``after``; its namespace."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split(after)[1].split("```python")[1].split("```")[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace
+
+
 def random_model(name: str = "vgg16", seed: int = 0) -> torch.nn.Module:
     """A torchvision model with random weights *and* random biases and BN statistics (torchvision zeroes
     biases, which would leave bias handling untested)."""

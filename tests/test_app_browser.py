@@ -42,6 +42,12 @@ CYTOSCAPE = """() => {
           paths: cy.edges('.path').length};
 }"""
 
+#: The graph's label sizes on screen (px).
+FONTS = """() => {
+  const host = [...document.querySelectorAll('div')].find(el => el._cyreg && el._cyreg.cy);
+  return host._cyreg.cy.nodes().map(n => parseFloat(n.renderedStyle('font-size')));
+}"""
+
 #: What every view shows, read from the page (texts with non-breaking spaces made plain).
 VIEWS = """() => {
   const plain = s => (s || '').replace(/\\u00a0/g, ' ').trim();
@@ -65,10 +71,10 @@ VIEWS = """() => {
   };
 }""".replace("HIGHLIGHT", HIGHLIGHT)
 
-#: Records every heatmap caption and graph legend the page ever shows (read back with SEEN).
+#: Records every heatmap caption, graph legend and untrained-model banner the page ever shows (read back with SEEN).
 RECORD = """() => {
   window.__seen = new Set();
-  const note = () => document.querySelectorAll('.lrp-caption, .lrp-graph-legend')
+  const note = () => document.querySelectorAll('.lrp-caption, .lrp-graph-legend, .lrp-untrained')
     .forEach(el => window.__seen.add(el.innerText.replace(/\\u00a0/g, ' ').trim()));
   new MutationObserver(note).observe(document.body, {subtree: true, childList: true, characterData: true});
   note();
@@ -120,10 +126,11 @@ def browser():
 
 
 @pytest.fixture
-def page(server, browser):
-    """A fresh page of the app, idle with the castle's explanation complete; no console errors but the
-    blocked font when the test is over."""
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+def page(request, server, browser):
+    """A fresh page of the app (1440×1000, or the (width, height) of an indirect parameter), idle with the
+    castle's explanation complete; no console errors but the blocked font when the test is over."""
+    width, height = getattr(request, "param", (1440, 1000))
+    context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.console_errors = []
     page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
@@ -263,6 +270,37 @@ def example_button(page, name: str):
     return page.locator(".widget-toggle-buttons .widget-toggle-button", has_text=name)
 
 
+def pick_model(page, family: str, variant: str) -> None:
+    """Choose a family, then at once one of its variants (the variants arrive from the kernel)."""
+    picker = page.locator(".lrp-model-picker select")
+    picker.nth(0).select_option(label=family)
+    picker.nth(1).select_option(label=variant)
+
+
+def banner(page) -> str:
+    return page.locator(".lrp-untrained").inner_text() if page.locator(".lrp-untrained").count() else ""
+
+
+def headers(page) -> list[str]:
+    """The graph's column labels, input side first (without the α layer's count)."""
+    nodes = sorted((n for n in graph(page)["nodes"] if "header" in n["classes"]), key=lambda n: n["x"])
+    return [n["label"].split("\n")[0] for n in nodes]
+
+
+def alpha_header(page) -> str:
+    """The label of the α layer's column header ("" while there is none)."""
+    return next((n["label"] for n in graph(page)["nodes"] if "alpha-layer" in n["classes"]), "")
+
+
+def click_node(page, node: dict) -> None:
+    shown = graph(page)
+    page.mouse.move(shown["left"] + node["x"], shown["top"] + node["y"])
+    page.wait_for_timeout(300)  # cytoscape needs the pointer over the node before the press
+    page.mouse.down()
+    page.wait_for_timeout(100)
+    page.mouse.up()
+
+
 # the tests ---------------------------------------------------------------------------------------------
 def test_app_renders_every_view(page):
     shot(page, "app")
@@ -309,13 +347,8 @@ def test_moving_the_slider_changes_the_graph_and_the_heatmap(page):
 def test_clicking_a_graph_node_updates_the_deconvolution(page):
     assert picture(page, "deconvolution") == PLACEHOLDER
     top1 = bar_class(page, 0)
-    shown = graph(page)
-    node = next(n for n in shown["nodes"] if n["id"].startswith("features.26:"))
-    page.mouse.move(shown["left"] + node["x"], shown["top"] + node["y"])
-    page.wait_for_timeout(300)  # cytoscape needs the pointer over the node before the press
-    page.mouse.down()
-    page.wait_for_timeout(100)
-    page.mouse.up()
+    node = next(n for n in graph(page)["nodes"] if n["id"].startswith("features.26:"))
+    click_node(page, node)
     layer, index = node["id"].split(":")
     wait_until(page, lambda: f"selected: {layer} (conv5_2) neuron {index}" in views(page)["text"] and idle(page),
                "the deconv label")
@@ -448,3 +481,77 @@ def test_the_wheel_zooms_within_bounds_and_fit_shows_the_whole_graph(page):
     wait_until(page, lambda: all(inside(graph(page), n) for n in graph(page)["nodes"]), "fit to show every node")
     assert len(graph(page)["nodes"]) == 8 * 15 + 1 + 16
     shot(page, "fit")
+
+
+RESNET50_BLOCKS = [f"layer{stage}.{block}" for stage, count in enumerate((3, 4, 6, 3), 1) for block in range(count)]
+
+
+def shows_resnet50(page) -> bool:
+    return idle(page) and "resnet50" in banner(page) and len(headers(page)) == len(RESNET50_BLOCKS) + 1
+
+
+def test_resnet50_picked_in_the_app_shows_its_blocks_neurons_and_alpha(page):
+    vgg = {title: heatmap(page, title) for title in ("relevance", "activation")}
+    assert "vgg16" in banner(page) and headers(page)[0] == "conv1_1"
+    pick_model(page, "ResNet", "resnet50")
+    wait_until(page, lambda: shows_resnet50(page), "ResNet-50's explanation")
+    shot(page, "resnet50")
+    top1 = bar_class(page, 0)
+    assert set(classes_shown(page).values()) == {top1}, classes_shown(page)
+    assert class_node(page)["label"] == top1.rsplit(" (", 1)[0]  # the class node is the last column
+    for title in ("relevance", "activation"):
+        assert heatmap(page, title) != vgg[title], title
+    shown = graph(page)
+    assert all(inside(shown, node) for node in shown["nodes"])
+    # a neuron of block layer2.1: the deconvolution panel and its heatmap
+    node = next(n for n in shown["nodes"] if n["id"].startswith("layer2.1."))
+    click_node(page, node)
+    layer, index = node["id"].rsplit(":", 1)
+    wait_until(page, lambda: f"selected: {layer} (layer2.1) neuron {index}" in views(page)["text"] and idle(page),
+               "the deconvolution of a ResNet-50 neuron")
+    heatmap(page, "deconvolution")
+    heatmap(page, "neuron relevance")
+    page.locator(".lrp-sweep").scroll_into_view_if_needed()
+    shot(page, "resnet50-neuron")
+    # α: the slider, then the α layer's dropdown (ResNet-50's blocks)
+    before = heatmap(page, "relevance")
+    handle = alpha_handle(page)
+    handle.focus()
+    for _ in range(2):  # 1 → 0.5
+        handle.press("ArrowLeft")
+    wait_until(page, lambda: idle(page) and "α = 0.5 keeps at" in views(page)["captions"][0],
+               "the caption for α = 0.5")
+    assert heatmap(page, "relevance") != before and "α = 0.5" in views(page)["legend"]
+    layers = page.locator(".widget-dropdown").filter(has=page.locator("label", has_text="layer")).locator("select")
+    assert layers.locator("option").all_inner_texts() == RESNET50_BLOCKS
+    layers.select_option(index=RESNET50_BLOCKS.index("layer3.5"))
+    wait_until(page, lambda: idle(page) and "α = 0.5 keeps at layer3.5" in views(page)["captions"][0]
+               and alpha_header(page).startswith("layer3.5\n"),
+               "Algorithm 1 at layer3.5 in the heatmap and the graph")
+    shot(page, "resnet50-alpha")
+    assert headers(page) == RESNET50_BLOCKS + ["fc"]
+
+
+@pytest.mark.parametrize("page", [(1280, 720)], indirect=True)  # a laptop's screen
+def test_family_depth_and_class_clicked_at_once_end_on_resnet50(page):
+    page.evaluate(RECORD)
+    bar = page.locator(".bqplot .bar").nth(2).bounding_box()
+    chosen = bar_class(page, 2)
+    start = time.monotonic()
+    pick_model(page, "ResNet", "resnet50")
+    page.mouse.click(bar["x"] + bar["width"] / 2, bar["y"] + bar["height"] - 5)
+    assert time.monotonic() - start < 2, "the clicks were not quick"
+
+    def every_view_on_the_chosen_class() -> bool:  # its bar is highlighted if it is among ResNet-50's top-5
+        shown = classes_shown(page)
+        bars = [class_of(option) for option in views(page)["options"][:5]]
+        return shown.pop("highlighted bar") == (chosen if chosen in bars else "0 bars highlighted") and \
+            set(shown.values()) == {chosen}
+    wait_until(page, lambda: shows_resnet50(page) and every_view_on_the_chosen_class(),
+               f"ResNet-50's explanation of {chosen} in every view")
+    assert not [text for text in page.evaluate(SEEN) if "resnet18" in text], "the superseded ResNet-18 was shown"
+    shown = graph(page)
+    assert all(inside(shown, node) for node in shown["nodes"]) and min(page.evaluate(FONTS)) >= 11
+    shot(page, "resnet50-1280x720")
+    page.locator(".lrp-graph-legend").scroll_into_view_if_needed()
+    shot(page, "resnet50-1280x720-graph")

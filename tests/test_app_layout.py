@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from .test_app_browser import (CHROMIUM, TIMEOUT, browser, graph, playwright, server, shot,  # noqa: F401
-                               views, wait_idle, wait_until)
+from .test_app_browser import (CHROMIUM, FONTS, TIMEOUT, browser, graph, playwright, server,  # noqa: F401
+                               shot, views, wait_idle, wait_until)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
@@ -22,11 +22,6 @@ BOXES = """() => {
   for (const [title, el] of figures) named[(title || '').split(':')[0]] = box(el);
   named['graph'] = box([...document.querySelectorAll('div')].find(el => el._cyreg && el._cyreg.cy).parentElement.parentElement);
   return named;
-}"""
-
-FONTS = """() => {
-  const host = [...document.querySelectorAll('div')].find(el => el._cyreg && el._cyreg.cy);
-  return host._cyreg.cy.nodes().map(n => parseFloat(n.renderedStyle('font-size')));
 }"""
 
 TEXT_SIZES = """() => [...document.querySelectorAll('.lrp-how, .lrp-caption, .lrp-colourbar, .lrp-graph-legend')]

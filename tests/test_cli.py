@@ -47,6 +47,23 @@ def test_explain_another_class(tmp_path):
     assert json.loads((out / "summary.json").read_text())["explained_class"]["name"] == "castle"
 
 
+def test_explain_a_resnet_with_rules_by_name_and_graph_layers(tmp_path):
+    """--preset, --rule (applied: the relevance changes) and the graph over ResNet-18's blocks."""
+    common = [str(CASTLE), "--weights", "random", "--model", "resnet18", "--preset", "epsilon-gamma-box"]
+    assert main(["explain", *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["explain", *common, "--rule", "layer4.1.conv2=gamma:2", "--rule", "conv1=flat",
+                 "--graph-layers", "layer2.1,layer4.0,fc", "--layer", "layer3.1", "--out", str(tmp_path / "b")]) == 0
+    default = json.loads((tmp_path / "a" / "graph.json").read_text())
+    assert [n["data"]["layer"] for n in default["nodes"]][::8][:8] == [f"layer{i}.{j}.relu@1" for i in (1, 2, 3, 4)
+                                                                       for j in (0, 1)]
+    assert json.loads((tmp_path / "a" / "threshold.json").read_text())["layer"] == "layer4.1.relu@1"
+    chosen = json.loads((tmp_path / "b" / "graph.json").read_text())
+    assert sorted({n["data"]["layer"] for n in chosen["nodes"]}) == ["fc", "layer2.1.relu@1", "layer4.0.relu@1"]
+    assert json.loads((tmp_path / "b" / "threshold.json").read_text())["layer"] == "layer3.1.relu@1"
+    a, b = (np.load(tmp_path / name / "relevance.npy") for name in "ab")
+    assert np.abs(a - b).max() > 0.01 * np.abs(a).max()
+
+
 class Evil:
     def __reduce__(self):
         return (print, ("this must never run",))
@@ -71,6 +88,11 @@ def bad_inputs(tmp_path):
         ([image, "--weights", str(tmp_path / "none.pth")], "does not exist"),
         ([image, "--target", "1000"], "out of range"),
         ([image, "--layer", "features.99"], "unknown layer 'features.99'"),
+        ([image, "--rule", "features.0"], "--rule 'features.0': write NAME=RULE"),
+        ([image, "--rule", "features.0=gama:0.25"], "unknown rule 'gama'"),
+        ([image, "--rule", "features.0=gamma:big"], "rule 'gamma:big': its parameters must be numbers"),
+        ([image, "--rule", "layer9=gamma"], "rule given for unknown layer(s) layer9"),
+        ([image, "--graph-layers", "features.0,nope"], "unknown layer 'nope'"),
     ]
 
 

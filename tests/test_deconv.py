@@ -12,7 +12,7 @@ from lrp_widgets.engine.deconv import deconvolve, record
 from lrp_widgets.engine.images import open_image, preprocess
 from lrp_widgets.engine.models import UntrainedWeightsWarning, load_model
 from lrp_widgets.errors import TargetError
-from lrp_widgets.peers import captum_deconvolution
+from .peers import captum_deconvolution
 
 from .conftest import CASTLE
 

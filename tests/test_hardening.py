@@ -95,8 +95,8 @@ def test_bad_weights_and_model_in_the_app(tmp_path):
     state.weights = "random"
     assert state.error == "" and state.bundle is not None
     before = state.bundle
-    state.model_name = "resnet50"
-    assert "unknown model 'resnet50'" in state.error and state.bundle is before
+    state.model_name = "resnet9"
+    assert "unknown model 'resnet9'" in state.error and state.bundle is before
 
 
 def test_missing_imagenet_weights_offline_in_the_app(tmp_path, monkeypatch):

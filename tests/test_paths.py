@@ -15,7 +15,7 @@ from lrp_widgets.engine import Explainer
 from lrp_widgets.engine.composites import Composite
 from lrp_widgets.engine.rules import Zero
 from lrp_widgets.errors import TargetError
-from lrp_widgets.peers import peer_model, zennit_composite
+from .peers import peer_copy, zennit_composite
 
 TOLERANCE = 1e-4
 
@@ -55,7 +55,7 @@ def two_layer_net():
 
 def test_flows_by_hand_on_a_two_layer_network():
     model = two_layer_net()
-    lrp0 = Composite("zero", lambda weighted, layers: {n: Zero() for n in weighted})
+    lrp0 = Composite("zero", lambda convs, linears: {n: Zero() for n in convs + linears})
     explanation = Explainer(model, lrp0).explain(torch.tensor([[1.0, 1.0]]))
     # hidden a = relu(3, 2) = (3, 2); output = 3 + 4 = 7 = R_out
     # R_hidden = a·w·R/z = (3·1·7/7, 2·2·7/7) = (3, 4)
@@ -132,7 +132,7 @@ def test_k_best_paths_are_sorted_and_scored_by_their_flows(graph):
 def crp_heatmaps(model, x, conditions):
     from crp.attribution import CondAttribution
 
-    model = peer_model(model)
+    model = peer_copy(model)
     data = x.clone().requires_grad_()
     return CondAttribution(model).__call__(data, conditions, zennit_composite(model, "paper")).heatmap
 
@@ -186,7 +186,7 @@ def test_get_optimizer_by_hand():
     model[1].weight.data = torch.eye(4, 3)
     model[3].weight.data = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
     model.eval().requires_grad_(False)
-    explanation = Explainer(model, Composite("z", lambda w, l: {n: Zero() for n in w})).explain(
+    explanation = Explainer(model, Composite("z", lambda convs, linears: {n: Zero() for n in convs + linears})).explain(
         torch.tensor([[1.0, 2.0, 4.0]]))
     # A = (1, 2, 4, 0), R = A (LRP-0, identity weights): scores A/4 − R/4 = 0 everywhere
     selection = get_optimizer(explanation, "1", alpha=1.0)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lrp_widgets.engine import Epsilon, Explainer, get_composite
-from lrp_widgets.peers import captum_lrp, zennit_relevance
+from .peers import captum_lrp, zennit_relevance
 
 from .conftest import random_model
 

@@ -92,7 +92,7 @@ def tiny_cnn(bias: bool) -> nn.Sequential:
 
 
 def zero_everywhere(model):
-    return Composite("zero", lambda weighted, layers: {n: Zero() for n in weighted})
+    return Composite("zero", lambda convs, linears: {n: Zero() for n in convs + linears})
 
 
 @pytest.mark.parametrize("maxpool", ["winner", "average"])
@@ -153,7 +153,7 @@ def test_channel_conditioned_propagation_equals_dense_masking():
 
 def test_unsupported_layer_is_named():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.GELU()), nn.Flatten(), nn.Linear(4, 2))
-    with pytest.raises(ModelError, match=r"unsupported layer '1\.0' \(GELU\)"):
+    with pytest.raises(ModelError, match=r"unsupported operation '1\.0' \(module GELU in module '1'\)"):
         Explainer(model)
 
 

@@ -6,19 +6,21 @@ import io
 import random
 import threading
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
+from torchvision import transforms
 
 from lrp_widgets.analysis.bundle import Bundle
 from lrp_widgets.analysis.render import deconvolution_rgb, relevance_overlay
+from lrp_widgets.engine.models import FAMILIES
 from lrp_widgets.views import (ActivationHeatmap, DeconvPanel, Explorer, ExplorerState, LayerGraph, RelevanceHeatmap,
                                Session, ThresholdSlider)
 
-from .conftest import CASTLE, IMAGES
+from .conftest import CASTLE, IMAGES, run_readme_example
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +276,9 @@ def fresh_checks(explorer) -> None:
     assert [p.nodes for p in fresh.paths(request.k)] == [p.nodes for p in result.paths]
     # what each view shows
     assert explorer.classes.choice.value == result.target
-    assert list(explorer.classes.bars.selected) == [explorer.classes._indices.index(result.target)]
+    indices = explorer.classes._indices  # a class outside the top-5 is in the dropdown, not among the bars
+    assert explorer.classes.bars.selected is None if result.target not in indices else \
+        list(explorer.classes.bars.selected) == [indices.index(result.target)]
     assert result.class_name in explorer.relevance.caption.value
     assert result.class_name in explorer.activation.caption.value
     assert result.class_name in explorer.graph.legend.value
@@ -348,12 +352,9 @@ def test_two_quick_class_clicks_show_the_second_and_file_each_under_its_own_clas
 
 
 def test_the_readme_example_of_a_view_alone_runs():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = readme.split("works alone on an `ExplorerState`")[1].split("```python")[1].split("```")[0]
-    namespace = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exec(compile(code, "README.md", "exec"), namespace)
+        namespace = run_readme_example("works alone on an `ExplorerState`")
     state = namespace["state"]
     assert state.result.class_name == "castle (483)" and state.result.complete
     assert "class <b>castle (483)</b>" in namespace["heatmap"].caption.value
@@ -381,3 +382,109 @@ def test_resend_sends_the_state_of_every_widget_on_screen(explorer, monkeypatch)
     shown = [explorer.graph.legend, explorer.relevance.caption, explorer.activation.caption, explorer.status,
              *graph.nodes, *graph.edges, explorer.classes.bars, explorer.threshold.sweep_view, *explorer.threshold.plot.marks]
     assert {w.model_id for w in shown} <= sent
+
+
+class TinyNet(nn.Module):
+    """A user's own network: 32×32 inputs, three classes."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Linear(16 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+TINY_PREPROCESS = transforms.Compose([transforms.Resize(32), transforms.CenterCrop(32), transforms.ToTensor(),
+                                      transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+TINY_CLASSES = ["cat", "dog", "ship"]
+
+
+def test_the_explorer_explains_your_own_network_at_its_input_size(monkeypatch):
+    def no_torchvision(*args, **kwargs):
+        raise AssertionError("a model was loaded from torchvision")
+
+    net = TinyNet()
+    explorer = Explorer(model=net, preprocess=TINY_PREPROCESS, categories=TINY_CLASSES, weights="random",
+                        image=str(CASTLE), background=False)
+    state, result = explorer.state, explorer.state.result
+    assert (state.model_name, state.weights) == ("TinyNet", "own") and result.bundle.model.module is net
+    assert result.complete and state.error == "" and explorer.status.banner.value == ""  # own weights: no banner
+    assert sorted(x.split(" (")[0] for x in explorer.classes.bars.x) == TINY_CLASSES
+    assert explorer.graph.cytoscape.graph.nodes[-1].data["label"] == TINY_CLASSES[result.target]
+    assert (explorer.models.family.value, explorer.models.variant.value) == ("your model", "TinyNet")
+    for figure in (explorer.relevance.figure, explorer.activation.figure):  # the heatmaps of a 32×32 input
+        assert decoded(figure).shape == (32, 32, 3) and not figure.blank
+    assert np.array_equal(decoded(explorer.relevance.figure),
+                          relevance_overlay(result.bundle.grey_picture, result.masked_relevance, state.opacity))
+    click(explorer, result.graph.layers[1], result.graph.nodes[result.graph.layers[1]][0].index)
+    assert decoded(explorer.deconv.relevance).shape == (32, 32, 3)
+    fresh_checks(explorer)
+    # a torchvision model from the picker (with the Explorer's weights), then yours again: nothing reloaded
+    assert result.layer == "features.3"  # TinyNet's last conv, VGG11's conv2_1
+    explorer.models.family.value = "VGG"
+    assert (state.result.bundle.model.name, state.weights) == ("vgg11", "random")
+    assert state.result.layer == "features.18"  # another network: α at its last layer
+    monkeypatch.setattr("lrp_widgets.views.session.load_model", no_torchvision)
+    explorer.models.family.value = "your model"
+    assert state.result.bundle.model.module is net and state.weights == "own"
+    assert decoded(explorer.relevance.figure).shape == (32, 32, 3)
+
+
+def test_picking_a_model_explains_it_in_every_view():
+    """Family then depth at once (the first is superseded, never shown), ResNet's blocks in the graph and the α
+    layer, a neuron of a block; then another depth and at once a class: every view ends on the last request."""
+    explorer = Explorer(model="vgg11", weights="random", image=str(CASTLE))
+    state, session, picker = explorer.state, explorer.session, explorer.models
+    session.wait()
+    shown, statuses = [], []
+    state.observe(lambda change: shown.append(change["new"].bundle.model.name), "result")
+    state.observe(lambda change: statuses.append(change["new"]), "status")
+    picker.family.value = "ResNet"
+    assert state.model_name == "resnet18" and list(picker.variant.options) == list(FAMILIES["ResNet"])
+    picker.variant.value = "resnet50"
+    vgg = state.result.graph  # on screen until ResNet-50's first result: a click on it chooses nothing
+    click(explorer, vgg.layers[2], vgg.nodes[vgg.layers[2]][0].index)
+    assert state.selected == () and "⚠ vgg11:" in explorer.status.banner.value  # the banner names the model on screen
+    session.wait()
+    result = state.result
+    assert set(shown) == {"resnet50"} and result.bundle.model.name == "resnet50" and state.weights == "random"
+    assert "resnet50: random (untrained) weights" in explorer.status.banner.value
+    assert "loading resnet50 (random weights)…" in statuses
+    fresh_checks(explorer)
+    assert result.layer == result.graph.layers[-2] == state.layer == explorer.threshold.layer.value
+    blocks = [f"layer{stage}.{block}" for stage, count in enumerate((3, 4, 6, 3), 1) for block in range(count)]
+    names = [result.bundle.layer_name(layer) for layer in result.graph.layers]
+    headers = [n.data["label"].split("\n")[0] for n in explorer.graph.cytoscape.graph.nodes if "index" not in n.data]
+    layers = [label.split(" (")[0] for label, _ in explorer.threshold.layer.options]
+    layer = result.graph.layers[5]
+    click(explorer, layer, result.graph.nodes[layer][2].index)
+    session.wait()
+    assert f"{layer}</b> (layer2.2) neuron" in explorer.deconv.label.value and not explorer.deconv.deconvolution.blank
+    fresh_checks(explorer)
+    # another depth, and a class of the chart on screen (ResNet-50's) before ResNet-18 is explained
+    shown.clear()
+    picker.variant.value = "resnet18"
+    explorer.classes.bars.selected = np.array([2])
+    chosen = explorer.classes._indices[2]
+    session.wait()
+    assert set(shown) == {"resnet18"} and state.result.target == chosen and state.result.request.selected == ()
+    assert (picker.family.value, picker.variant.value) == ("ResNet", "resnet18")
+    fresh_checks(explorer)
+    # ResNet-50's columns and α layers are its blocks, by name (the engine's display names)
+    assert headers == names == blocks + ["fc"] and layers == blocks
+
+
+def test_the_readme_example_of_your_own_network_runs():
+    namespace = run_readme_example("## Explore your own network")
+    explorer = namespace["explorer"]
+    explorer.session.wait()
+    result = explorer.state.result
+    assert result.complete and result.bundle.model.module is namespace["net"] and result.request.weights == "own"
+    categories = result.bundle.model.categories
+    assert len(categories) == 10 and result.class_name == f"{categories[result.target]} ({result.target})"
+    assert (explorer.models.family.value, explorer.models.variant.value) == ("your model", "Sequential")
+    assert decoded(explorer.relevance.figure).shape == decoded(explorer.activation.figure).shape == (32, 32, 3)

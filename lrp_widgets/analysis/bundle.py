@@ -29,12 +29,11 @@ from ..engine.deconv import deconvolve
 from ..engine.images import display_image
 from ..engine.lrp import INPUT, Explanation
 from ..engine.models import LoadedModel
-from ..engine.network import display_names, layer_sequence
 from ..engine.predict import explain_image, top_predictions
 from .graph import NeuronGraph, neuron_graph
 from .heatmaps import activation_maps, neuron_relevance, path_activation, path_relevance, union_relevance
 from .paths import Path, k_best_paths, path_count
-from .render import greyscale
+from .render import greyscale, input_picture
 from .threshold import DEFAULT_ALPHAS, Selection, Sweep, get_optimizer, masked_heatmaps, threshold_sweep
 
 _cache_only = threading.local()
@@ -85,7 +84,9 @@ class Bundle:
 
     @cached_property
     def picture(self) -> np.ndarray:
-        """The 224×224 crop the model sees, uint8 RGB."""
+        """The 224×224 crop the model sees, uint8 RGB; with a model's own transform, its input itself."""
+        if self.model.transform is not None:
+            return input_picture(self.explanation.inputs[0])
         return display_image(self.image)
 
     @cached_property
@@ -104,14 +105,15 @@ class Bundle:
     @cached_property
     def layer_names(self) -> dict[str, str]:
         """Readable layer names (VGG: conv1_1 … conv5_3, pool1 … pool5, fc6 … fc8) by module name."""
-        return display_names(layer_sequence(self.model.module))
+        return self.explanation.network.display_names()
 
     def layer_name(self, layer: str) -> str:
         return self.layer_names.get(layer, layer)
 
     @property
     def conv_layers(self) -> list[str]:
-        return [name for name in self.explanation.weighted if self.explanation.activations[name].dim() == 4]
+        """The graph's layers with feature maps (VGG: the convs; ResNet: the blocks): the α layer's choices."""
+        return self.explanation.map_layers
 
     def graph(self) -> NeuronGraph:
         return self._cached(("graph", self.top_n), lambda: neuron_graph(self.explanation, self.top_n))

@@ -184,10 +184,10 @@ def block_ends(explanation: Explanation) -> list[str]:
     from torch import nn
 
     ends, last = [], None
-    for name, module in explanation.layers:
-        if isinstance(module, nn.Conv2d):
-            last = name
-        elif isinstance(module, nn.MaxPool2d) and last is not None:
+    for step in explanation.network.steps:
+        if isinstance(step.module, nn.Conv2d):
+            last = step.name
+        elif isinstance(step.module, nn.MaxPool2d) and last is not None:
             ends.append(last)
             last = None
     return ends

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..engine.lrp import Explanation
-from ..errors import TargetError
+from ..errors import ModelError, TargetError
 
 
 @dataclass(frozen=True)
@@ -90,18 +90,28 @@ def channel_relevance(explanation: Explanation, layer: str, image: int = 0) -> t
 
 def neuron_graph(explanation: Explanation, top_n: int = 8, layers: list[str] | None = None,
                  image: int = 0) -> NeuronGraph:
-    """The graph of the ``top_n`` most relevant nodes of each layer (default: every Conv2d/Linear layer;
-    the model's output layer keeps only the explained class) and the flows between them."""
-    layers = layers or explanation.weighted
+    """The graph of the ``top_n`` most relevant nodes of each layer and the flows between them; the model's
+    output layer keeps only the explained class.
+
+    ``layers``: step or module names (a block's name stands for its output); default: the family's
+    (VGG: every Conv2d/Linear layer; ResNet: every residual block's output; DenseNet: every dense block
+    and transition; see :meth:`~lrp_widgets.engine.network.Network.graph_layers`). Between two layers,
+    flows pass every branch in between.
+    """
+    network = explanation.network
+    try:
+        layers = [network.resolve(name) for name in layers] if layers else network.graph_layers()
+    except ModelError as error:
+        raise TargetError(str(error)) from None
     unknown = [name for name in layers if name not in explanation.relevances]
     if unknown:
-        raise TargetError(f"unknown layer '{unknown[0]}': the layers are {', '.join(explanation.weighted)}")
+        raise TargetError(f"layer '{unknown[0]}' carries no relevance: choose one of {', '.join(network.graph_layers())}")
     order = explanation.names
-    layers = sorted(layers, key=order.index)
+    layers = sorted(dict.fromkeys(layers), key=order.index)
     nodes = {}
     for layer in layers:
         scores = channel_relevance(explanation, layer, image)
-        if layer == order[-1]:  # the output layer: only the explained class
+        if layer == network.output:  # the output layer: only the explained class
             target = int(explanation.targets[image])
             nodes[layer] = [Node(layer, target, float(scores[target]))]
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import torch
 from matplotlib import colormaps
 from matplotlib.colors import LinearSegmentedColormap
 from PIL import Image
@@ -83,3 +84,13 @@ def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def input_picture(inputs: torch.Tensor) -> np.ndarray:
+    """A model input (C, H, W) as the picture its heatmaps are drawn over, uint8 (H, W, 3): each channel
+    stretched to 0–255 (a user's normalisation is not known), one channel shown in grey."""
+    low, high = inputs.amin((1, 2), keepdim=True), inputs.amax((1, 2), keepdim=True)
+    scaled = (inputs - low) / (high - low).clamp_min(1e-12)
+    if scaled.shape[0] != 3:
+        scaled = scaled.mean(0, keepdim=True).expand(3, -1, -1)
+    return (scaled * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -1,11 +1,15 @@
-"""The engine (torch only): models, images, LRP rules and composites, explanations, deconvnet."""
-from .composites import PRESETS, Composite, get_composite
+"""The engine (torch only): models, images, the traced network, LRP rules and composites, explanations,
+deconvnet."""
+from .composites import PRESETS, Composite, get_composite, parse_rule, pixel_bounds
 from .deconv import deconvolve, record
 from .images import open_image, preprocess
 from .lrp import INPUT, Explainer, Explanation
-from .models import MODELS, LoadedModel, UntrainedWeightsWarning, load_model
-from .rules import RULES, Epsilon, Gamma, Pass, Proportional, WinnerTakesAll, ZBox, Zero, ZPlus
+from .models import FAMILIES, MODELS, LoadedModel, UntrainedWeightsWarning, load_model
+from .network import Network, Step, trace
+from .rules import (RULES, Epsilon, Flat, Gamma, Norm, Pass, Proportional, Rule, SignalTakesAll, Split, WinnerTakesAll,
+                    ZBox, Zero, ZPlus)
 
-__all__ = ["PRESETS", "Composite", "get_composite", "deconvolve", "record", "open_image", "preprocess", "INPUT",
-           "Explainer", "Explanation", "MODELS", "LoadedModel", "UntrainedWeightsWarning", "load_model", "RULES", "Epsilon",
-           "Gamma", "Pass", "Proportional", "WinnerTakesAll", "ZBox", "Zero", "ZPlus"]
+__all__ = ["PRESETS", "Composite", "get_composite", "parse_rule", "pixel_bounds", "deconvolve", "record", "open_image",
+           "preprocess", "INPUT", "Explainer", "Explanation", "FAMILIES", "MODELS", "LoadedModel",
+           "UntrainedWeightsWarning", "load_model", "Network", "Step", "trace", "RULES", "Epsilon", "Flat", "Gamma",
+           "Norm", "Pass", "Proportional", "Rule", "SignalTakesAll", "Split", "WinnerTakesAll", "ZBox", "Zero", "ZPlus"]

@@ -17,9 +17,10 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import TargetError
-from .lrp import Explainer, Explanation
-from .rules import transpose, transpose_channels, unpool
+from ..errors import ModelError, TargetError
+from .lrp import Backward, Explainer, Explanation
+from .network import Add, Cat, Gate
+from .rules import keep_channels, transpose, transpose_channels, unpool
 
 MODES = ("map", "max")
 
@@ -31,24 +32,28 @@ def record(model: nn.Module, x: Tensor) -> Explanation:
     explainer = Explainer(model)
     x = x.to(explainer.device)
     activations, indices, _ = explainer.forward(x)
-    logits = activations[explainer.layers[-1].name]
-    return Explanation(explainer.layers, x, logits, logits.argmax(1), activations, {}, {}, indices)
+    logits = activations[explainer.network.output]
+    return Explanation(explainer.network, x, logits, logits.argmax(1), activations, {}, {}, indices)
 
 
 @torch.no_grad()
 def deconvolve(explanation: Explanation, layer: str, channels: int | Sequence[int] | Tensor, image: int = 0,
                mode: str = "map") -> Tensor:
     """The deconvnet reconstruction of each of ``channels`` at the output of ``layer``, for image ``image``
-    of the stored batch: shape (N, *input shape), all N in one batched pass down.
+    of the stored batch: shape (N, *input shape), all N in one batched pass down. ``layer``: a step's or a
+    block's name.
 
     The start signal holds the channel's activations as the following ReLU passes them on
     (rectified, as in Zeiler & Fergus), every other feature map zero: the whole map (``mode="map"``)
     or only its maximum (``mode="max"``).
-    Any layer can be the start; for a Linear layer a channel is one unit and both modes agree.
+    Any step can be the start; for a Linear layer a channel is one unit and both modes agree. Through the
+    rest of the network the signal is the gradient with every ReLU rectifying it: both branches of an
+    addition get it, a concatenation splits it.
     Equal to Captum's ``NeuronDeconvolution`` at the layer with the selector ``½ Σ relu(a)²`` (map) or the
     ``(channel, h, w)`` tuple of the maximum, times its rectified activation (max).
     """
     names = explanation.names
+    layer = explanation.network.blocks.get(layer, layer)  # a block's name: its output
     if layer not in names:
         raise TargetError(f"unknown layer '{layer}': choose one of {names[0]} … {names[-1]}")
     if mode not in MODES:
@@ -67,38 +72,46 @@ def deconvolve(explanation: Explanation, layer: str, channels: int | Sequence[in
     if mode == "max":
         top = values.argmax(1, keepdim=True)
         values = torch.zeros_like(values).scatter_(1, top, values.gather(1, top))
-    values = values.clamp(min=0).reshape(n, *out.shape[1:])
-
-    index = names.index(layer)
-    module = explanation.layers[index].module
-    if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1):
-        # one output channel per row: a grouped transposed convolution costs one channel per row
-        signal = transpose_channels(module, values, module.weight, channels, _shape(explanation, layer, n))
-    else:
-        signal = out.new_zeros(n, *out.shape)
-        signal[torch.arange(n, device=out.device), channels] = values
-        index += 1
-    for name, module in reversed(explanation.layers[:index]):
-        signal = _down(module, signal, _shape(explanation, name, n), explanation.maxpool_indices.get(name), image)
-    return signal
+    signal = out.new_zeros(n, *out.shape)
+    signal[torch.arange(n, device=out.device), channels] = values.clamp(min=0).reshape(n, *out.shape[1:])
+    return explanation.propagate(signal, layer, image=image, channels={layer: channels},
+                                 backward=_deconvnet(explanation, image))
 
 
-def _shape(explanation: Explanation, name: str, n: int) -> tuple[int, ...]:
-    return (n, *explanation.input_of(name).shape[1:])
-
-
-def _down(module: nn.Module, signal: Tensor, shape: tuple[int, ...], switches: Tensor | None, image: int) -> Tensor:
-    """One deconvnet step: the signal at the layer's output → at its input (of ``shape``)."""
-    if isinstance(module, nn.ReLU):
-        return signal.relu_()  # the signal is always a fresh tensor
-    if isinstance(module, (nn.Linear, nn.Conv2d)):  # the transpose with the layer's own weights, no bias
-        return transpose(module, signal, module.weight, shape)
-    if isinstance(module, nn.MaxPool2d):
-        return unpool(signal, switches[image:image + 1], shape)
-    if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-        x = signal.new_zeros(shape).requires_grad_()
-        with torch.enable_grad():
-            return torch.autograd.grad(module(x), x, signal)[0]
-    if isinstance(module, nn.Flatten):
-        return signal.reshape(shape)
-    return signal  # Dropout, Identity
+def _deconvnet(explanation: Explanation, image: int) -> Backward:
+    """One deconvnet step: the signal at a step's output → at each of its inputs."""
+    def step(name: str, signal: Tensor, keep: Tensor | None) -> tuple:
+        network_step = explanation.network.by_name[name]
+        module = network_step.module
+        inputs = [explanation.value(source) for source in network_step.inputs]
+        shape = (signal.shape[0], *inputs[0].shape[1:])
+        if isinstance(module, (nn.ReLU, nn.ReLU6)):
+            return (signal.relu(),)
+        if isinstance(module, (nn.Linear, nn.Conv2d)):  # the transpose with the layer's own weights, no bias
+            if keep is not None and (isinstance(module, nn.Linear) or module.groups == 1):
+                rows = torch.arange(signal.shape[0], device=signal.device)
+                return (transpose_channels(module, signal[rows, keep], module.weight, keep, shape),)
+            signal = signal if keep is None else keep_channels(signal, keep)
+            return (transpose(module, signal, module.weight, shape),)
+        if isinstance(module, nn.MaxPool2d):
+            return (unpool(signal, explanation.maxpool_indices[name][image:image + 1], shape),)
+        if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            x = signal.new_zeros(shape).requires_grad_()
+            with torch.enable_grad():
+                return (torch.autograd.grad(module(x), x, signal)[0],)
+        if isinstance(module, nn.BatchNorm2d):  # the gradient: the signal times the normalisation's scale
+            return (signal * (module.weight / torch.sqrt(module.running_var + module.eps))[:, None, None],)
+        if isinstance(module, nn.Flatten):
+            return (signal.reshape(shape),)
+        if isinstance(module, Add):
+            return tuple(signal for _ in inputs)
+        if isinstance(module, Cat):
+            return tuple(signal.split([x.shape[module.dim] for x in inputs], module.dim))
+        if isinstance(module, Gate):  # the signal times the gate; the gate's branch gets nothing
+            signal_index = next(i for i, x in enumerate(inputs) if x.shape[1:] == explanation.value(name).shape[1:])
+            gate = inputs[1 - signal_index][image:image + 1]
+            return tuple(signal * gate if i == signal_index else None for i in range(2))
+        if isinstance(module, (nn.Dropout, nn.Identity)):
+            return (signal,)
+        raise ModelError(explanation.network.unsupported(name))
+    return step

@@ -9,11 +9,13 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.models import VGG16_Weights
+from torchvision.transforms._presets import ImageClassification
 
 from ..errors import ImageError
 
@@ -23,6 +25,9 @@ MAX_BYTES = 20 * 1024 * 1024
 #: never sees them, and resizing them would cost gigabytes.
 MAX_ASPECT = 4
 TRANSFORMS = VGG16_Weights.IMAGENET1K_V1.transforms()
+#: ImageNet normalisation of torchvision's weights.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def open_image(source: str | Path | bytes | Image.Image, max_bytes: int = MAX_BYTES, name: str = "") -> Image.Image:
@@ -97,9 +102,12 @@ def crop_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Ima
     return image.crop((left, top, left + min(width, limit), top + min(height, limit)))
 
 
-def preprocess(image: Image.Image) -> torch.Tensor:
-    """Resize 256, centre-crop 224, ImageNet normalisation: the weights' own transforms."""
-    return TRANSFORMS(crop_aspect(to_rgb(image)))
+def preprocess(image: Image.Image, mean: Sequence[float] = IMAGENET_MEAN,
+               std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """Resize 256, centre-crop 224, normalisation (default ImageNet's): the weights' own transforms."""
+    if tuple(mean) == IMAGENET_MEAN and tuple(std) == IMAGENET_STD:
+        return TRANSFORMS(crop_aspect(to_rgb(image)))
+    return ImageClassification(crop_size=224, resize_size=256, mean=mean, std=std)(crop_aspect(to_rgb(image)))
 
 
 def display_image(image: Image.Image) -> np.ndarray:

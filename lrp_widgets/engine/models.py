@@ -1,4 +1,4 @@
-"""Loading torchvision VGGs with ImageNet, random or local weights.
+"""Loading torchvision CNNs with ImageNet, random or local weights.
 
 The weights are memory-mapped from a cached file in torch's zip format (ImageNet: converted once from
 torchvision's hash-checked download; random: generated once from the fixed seed), so their pages are
@@ -17,18 +17,36 @@ import os
 import pickle
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
 
 from ..errors import ModelError, WeightsError
+from .images import IMAGENET_MEAN, IMAGENET_STD, preprocess
 
-#: Model names accepted by :func:`load_model`.
-MODELS = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
+#: Model names accepted by :func:`load_model`, by family.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "VGG": ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"),
+    "ResNet": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "ResNeXt": ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d"),
+    "Wide ResNet": ("wide_resnet50_2", "wide_resnet101_2"),
+    "DenseNet": ("densenet121", "densenet169"),
+    "MobileNet": ("mobilenet_v2",),
+    "GoogLeNet": ("googlenet",),
+    "SqueezeNet": ("squeezenet1_0", "squeezenet1_1"),
+    "AlexNet": ("alexnet",),
+}
+MODELS = tuple(name for names in FAMILIES.values() for name in names)
 RANDOM_SEED = 0
+#: GoogLeNet's ImageNet weights expect its ``transform_input``, which renormalises ImageNet-normalised
+#: images to (x − 0.5) / 0.5; the same normalisation is applied in preprocessing instead, so the traced
+#: network starts with its first convolution.
+_HALF = (0.5, 0.5, 0.5)
 
 
 class UntrainedWeightsWarning(UserWarning):
@@ -41,26 +59,61 @@ UNTRAINED_MESSAGE = ("random (untrained) weights: the explanations show how LRP 
 
 @dataclass
 class LoadedModel:
-    """A model in eval mode and what the app needs to say about it."""
+    """A model in eval mode and what the app needs to say about it: its class names and how an image
+    becomes its input (``transform``, or resize 256, centre-crop 224 and normalise with ``mean``/``std``).
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    >>> LoadedModel.of(net, categories=["cat", "dog"]).category(1)
+    'dog'
+    """
 
     module: nn.Module
     name: str
     weights: str
     pretrained: bool
     categories: list[str]
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    transform: Callable[[Image.Image], torch.Tensor] | None = None
+    #: explainers by composite, made once: they hold the traced network and its folded batch norms
+    explainers: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, module: nn.Module, categories: Sequence[str] = (), name: str | None = None,
+           transform: Callable[[Image.Image], torch.Tensor] | None = None, mean: Sequence[float] = IMAGENET_MEAN,
+           std: Sequence[float] = IMAGENET_STD) -> "LoadedModel":
+        """A user's own module (its weights as they are: counted as trained)."""
+        if not isinstance(module, nn.Module):
+            raise ModelError(f"a model must be a torch.nn.Module, not {type(module).__name__}")
+        return cls(module, name or type(module).__name__, "own", True, list(categories), tuple(mean), tuple(std),
+                   transform)
 
     def category(self, index: int) -> str:
         return self.categories[index] if 0 <= index < len(self.categories) else f"class {index}"
 
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """The model's input for one image (C, H, W)."""
+        return self.transform(image) if self.transform is not None else preprocess(image, self.mean, self.std)
+
 
 def weights_enum(name: str) -> torchvision.models.WeightsEnum:
-    """torchvision's ImageNet weights of a VGG (they also carry the class names and transforms)."""
+    """torchvision's ImageNet weights of a model (they also carry the class names and transforms)."""
     return torchvision.models.get_model_weights(name).IMAGENET1K_V1
+
+
+def _builder(name: str, pretrained: bool) -> Callable[[], nn.Module]:
+    """The torchvision builder, with the options the weights need (GoogLeNet: without its auxiliary heads
+    and input transform at random, with the heads its checkpoint holds for ImageNet)."""
+    builder = torchvision.models.get_model_builder(name)
+    if name == "googlenet":
+        return lambda: builder(weights=None, aux_logits=pretrained, transform_input=False, init_weights=not pretrained)
+    return lambda: builder(weights=None)
 
 
 def load_model(name: str = "vgg16", weights: str | Path | None = "random", progress: bool = True,
                device: str | torch.device = "cpu") -> LoadedModel:
-    """Build a torchvision VGG with ``weights``: ``"imagenet"`` (torchvision's download, hash-checked and
+    """Build a torchvision model (:data:`MODELS`) with ``weights``: ``"imagenet"`` (torchvision's download, hash-checked and
     cached), a state-dict file, ``None``/``"random"`` (fixed seed, with an :class:`UntrainedWeightsWarning`), or
     ``"auto"``: ImageNet where they can be had, random (with the warning) where not."""
     if weights == "auto":
@@ -70,11 +123,11 @@ def load_model(name: str = "vgg16", weights: str | Path | None = "random", progr
             return load_model(name, "random", progress, device)
     if name not in MODELS:
         raise ModelError(f"unknown model '{name}': choose one of {', '.join(MODELS)}")
-    builder = torchvision.models.get_model_builder(name)
     enum = weights_enum(name)
     categories = list(enum.meta["categories"])
+    builder = _builder(name, weights not in (None, "random"))
     with torch.device("meta"):  # no memory, no initialisation: the parameters come from the mapped file
-        module = builder(weights=None)
+        module = builder()
     if weights in (None, "random"):
         state = _mapped(f"{name}-random-seed{RANDOM_SEED}.pt", lambda: _random_state(builder))
         warnings.warn(UNTRAINED_MESSAGE, UntrainedWeightsWarning, stacklevel=2)
@@ -87,7 +140,11 @@ def load_model(name: str = "vgg16", weights: str | Path | None = "random", progr
         state = _read_state_dict(Path(weights), module, name)
         label, pretrained = str(weights), True
     module.load_state_dict(state, assign=True)
-    return LoadedModel(module.eval().requires_grad_(False).to(device), name, label, pretrained, categories)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if name == "googlenet" and pretrained:  # the auxiliary heads are for training; transform_input is preprocessing
+        module.aux_logits, module.aux1, module.aux2 = False, None, None
+        mean, std = _HALF, _HALF
+    return LoadedModel(module.eval().requires_grad_(False).to(device), name, label, pretrained, categories, mean, std)
 
 
 def weights_cache() -> Path:
@@ -123,7 +180,7 @@ def _mapped(filename: str, make) -> dict[str, torch.Tensor]:
 def _random_state(builder) -> dict[str, torch.Tensor]:
     with torch.random.fork_rng():
         torch.manual_seed(RANDOM_SEED)
-        return builder(weights=None).state_dict()
+        return builder().state_dict()
 
 
 def _checked_state(checkpoint: Path) -> dict[str, torch.Tensor]:

@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from .composites import get_composite
-from .images import preprocess
 from .lrp import INPUT, Explainer, Explanation
 from .models import LoadedModel
 from .rules import Rule
@@ -20,14 +19,18 @@ from .rules import Rule
 
 def explainer_for(model: LoadedModel, preset: str = "paper", maxpool: str = "winner",
                   overrides: Mapping[str, Rule] | None = None) -> Explainer:
-    return Explainer(model.module, get_composite(preset, overrides, maxpool))
+    """The model's explainer for these rules, traced once and kept with the model."""
+    key = (preset, maxpool, tuple(sorted((name, repr(rule)) for name, rule in (overrides or {}).items())))
+    if key not in model.explainers:
+        model.explainers[key] = Explainer(model, get_composite(preset, overrides, maxpool))
+    return model.explainers[key]
 
 
 def explain_image(model: LoadedModel, image: Image.Image, target: int | None = None, preset: str = "paper",
                   maxpool: str = "winner", overrides: Mapping[str, Rule] | None = None) -> Explanation:
     """Explain one PIL image (preprocessed like the weights) for ``target`` (default: the top-1 class)."""
     explainer = explainer_for(model, preset, maxpool, overrides)
-    return explainer.explain(preprocess(image)[None], target)
+    return explainer.explain(model.preprocess(image)[None], target)
 
 
 def top_predictions(explanation: Explanation, model: LoadedModel, k: int = 5, image: int = 0) -> list[dict]:

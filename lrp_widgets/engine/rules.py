@@ -21,12 +21,14 @@ tensor([[2., 6.]])
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..errors import ModelError
 
 ParamModifier = Callable[[Tensor, str], Tensor]
 
@@ -47,7 +49,8 @@ def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """``z + ε·sign(z)``, with sign(0) taken as +1 (as zennit)."""
     if epsilon == 0:
         return z
-    return torch.where(z >= 0, epsilon, -epsilon).to(z.dtype).add_(z)
+    # z + 0.0 turns -0.0 into +0.0: both zeros count as positive, as zennit's z >= 0
+    return torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z + 0.0).add_(z)
 
 
 def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
@@ -66,6 +69,14 @@ def _signed_sum(parts: list[tuple[float, Tensor]]) -> Tensor:
     for sign, t in rest:
         total = total.add_(t) if sign > 0 else total.sub_(t)
     return total
+
+
+def keep_channels(relevance: Tensor, channels: Tensor) -> Tensor:
+    """A copy of ``relevance`` with only channel ``channels[n]`` of row n kept, the others zero."""
+    rows = torch.arange(relevance.shape[0], device=relevance.device)
+    kept = torch.zeros_like(relevance)
+    kept[rows, channels] = relevance[rows, channels]
+    return kept
 
 
 def _select(t: Tensor, image: int | None) -> Tensor:
@@ -160,17 +171,19 @@ class LinearRule(Rule):
             z = _signed_sum([(sign, _forward(layer, x, w, b)) for sign, x, w, b in params])
         z = stabilize(z, self.stabilizer)
         divide = torch.div if self.stabilizer > 0 else safe_divide  # a stabilised z is never 0
-        grouped = isinstance(layer, nn.Linear) or layer.groups == 1
+        ungrouped = isinstance(layer, nn.Linear) or layer.groups == 1
 
         def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> Tensor:
             zi = _select(z, image)
             shape = (relevance.shape[0], *a.shape[1:])
-            if channels is not None and grouped:
+            if channels is not None:
                 rows = torch.arange(relevance.shape[0], device=relevance.device)
-                zc = zi[0, channels] if zi.shape[0] == 1 else zi[rows, channels]
-                s = divide(relevance[rows, channels], zc)
-                return _signed_sum([(sign, transpose_channels(layer, s, w, channels, shape).mul_(_select(x, image)))
-                                    for sign, x, w, _ in params])
+                if ungrouped:
+                    zc = zi[0, channels] if zi.shape[0] == 1 else zi[rows, channels]
+                    s = divide(relevance[rows, channels], zc)
+                    return _signed_sum([(sign, transpose_channels(layer, s, w, channels, shape).mul_(_select(x, image)))
+                                        for sign, x, w, _ in params])
+                relevance = keep_channels(relevance, channels)  # a grouped conv: the dense transpose of one channel
             s = divide(relevance, zi)
             return _signed_sum([(sign, transpose(layer, s, w, shape).mul_(_select(x, image)))
                                 for sign, x, w, _ in params])
@@ -182,7 +195,11 @@ class LinearRule(Rule):
 
 @dataclass(frozen=True)
 class Epsilon(LinearRule):
-    """LRP-ε: ``z = ε·sign(z) + Σ a·w + b``. ε = 0 is LRP-0."""
+    """LRP-ε: ``z = ε·sign(z) + Σ a·w + b``. ε = 0 is LRP-0 (:class:`Zero`).
+
+    The default ε = 0.25 is the paper's (its upper layers); zennit's ``Epsilon`` defaults to 1e-6, which
+    the ``epsilon-gamma-box`` and ``epsilon-plus-flat`` presets use on linear layers, as zennit does.
+    """
 
     epsilon: float = 0.25
 
@@ -194,9 +211,11 @@ class Epsilon(LinearRule):
         return [Term(1.0, a, _identity)]
 
 
-def Zero() -> Epsilon:
+@dataclass(frozen=True)
+class Zero(Epsilon):
     """LRP-0: ``z = Σ a·w + b`` (0/0 counts as 0)."""
-    return Epsilon(0.0)
+
+    epsilon: float = field(default=0.0, init=False)
 
 
 @dataclass(frozen=True)
@@ -220,6 +239,18 @@ class ZPlus(LinearRule):
     def terms(self, a: Tensor) -> list[Term]:
         return [Term(1.0, a.clamp(min=0), lambda p, _: p.clamp(min=0)),
                 Term(1.0, a.clamp(max=0), lambda p, name: p.clamp(max=0) if name == "weight" else torch.zeros_like(p))]
+
+
+@dataclass(frozen=True)
+class Flat(LinearRule):
+    """Flat: relevance spread evenly over each output's receptive field (weights and inputs taken as 1, no
+    bias), as zennit's ``Flat``; for the first layer of ``epsilon-plus-flat``."""
+
+    stabilizer: float = 1e-6
+
+    def terms(self, a: Tensor) -> list[Term]:
+        return [Term(1.0, torch.ones_like(a[:1]),
+                     lambda p, name: torch.ones_like(p) if name == "weight" else torch.zeros_like(p))]
 
 
 @dataclass(frozen=True, eq=False)
@@ -311,8 +342,49 @@ def _as_average_pool(layer: nn.Module) -> Callable[[Tensor], Tensor]:
     return layer
 
 
+@dataclass(frozen=True)
+class Norm(Rule):
+    """The residual addition ``y = Σ x_i``: each summand gets ``x_i / Σx · R`` (stabilised), as zennit's
+    ``Norm`` rule on its ``Sum`` module."""
+
+    stabilizer: float = 1e-6
+
+    def bind(self, layer: nn.Module, a: Sequence[Tensor], out: Tensor) -> Propagator:
+        z = stabilize(out, self.stabilizer) if self.stabilizer > 0 else out.clone()
+        divide = torch.div if self.stabilizer > 0 else safe_divide
+
+        def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> tuple[Tensor, ...]:
+            s = divide(relevance, _select(z, image))
+            return tuple(s * _select(x, image) for x in a)
+
+        propagate.stored = (z,)
+        return propagate
+
+
+class Split(Rule):
+    """Concatenation: each input gets its slice of the relevance."""
+
+    def bind(self, layer: nn.Module, a: Sequence[Tensor], out: Tensor) -> Propagator:
+        sizes = [x.shape[layer.dim] for x in a]
+        return lambda relevance, image=None, channels=None: tuple(relevance.split(sizes, layer.dim))
+
+
+class SignalTakesAll(Rule):
+    """A gate ``y = signal · g`` (g broadcast over the signal, as in squeeze-and-excitation): the signal gets
+    all the relevance, the gate none."""
+
+    def bind(self, layer: nn.Module, a: Sequence[Tensor], out: Tensor) -> Propagator:
+        signals = [i for i, x in enumerate(a) if x.shape == out.shape]
+        if len(signals) != 1:
+            raise ModelError(f"a product of tensors of shapes {tuple(a[0].shape)} and {tuple(a[1].shape)} is not a "
+                             "gate (a signal times a factor broadcast over it): LRP here cannot split its relevance")
+        signal = signals[0]
+        return lambda relevance, image=None, channels=None: tuple(
+            relevance if i == signal else None for i in range(len(a)))
+
+
 #: Rules by name, for configuration from strings (``"gamma"``, ``"epsilon"`` …).
 RULES: dict[str, Callable[..., Rule]] = {
-    "epsilon": Epsilon, "zero": Zero, "gamma": Gamma, "zplus": ZPlus, "zbox": ZBox, "pass": Pass,
-    "winner": WinnerTakesAll, "proportional": Proportional,
+    "epsilon": Epsilon, "zero": Zero, "gamma": Gamma, "zplus": ZPlus, "zbox": ZBox, "flat": Flat, "pass": Pass,
+    "winner": WinnerTakesAll, "proportional": Proportional, "norm": Norm,
 }

@@ -20,9 +20,11 @@ from .deconv import DeconvPanel
 from .explorer import Explorer
 from .graph import LayerGraph
 from .heatmaps import ActivationHeatmap, RelevanceHeatmap
+from .models import ModelPicker
 from .session import Request, Result, Session
 from .state import ExplorerState
 from .threshold import ThresholdSlider
 
 __all__ = ["ActivationHeatmap", "ClassSelector", "DeconvPanel", "Explorer", "ExplorerState", "ImagePicker",
-           "LayerGraph", "RelevanceHeatmap", "Request", "Result", "Session", "StatusBar", "ThresholdSlider"]
+           "LayerGraph", "ModelPicker", "RelevanceHeatmap", "Request", "Result", "Session", "StatusBar",
+           "ThresholdSlider"]

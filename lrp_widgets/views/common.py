@@ -92,6 +92,13 @@ def colour_bar(gradient: str, left: str, middle: str, right: str, width: str = "
     return bar
 
 
+def layer_label(bundle, layer: str) -> str:
+    """A layer's readable name, with its step's name where that tells more: "conv5_3 (features.28)" (VGG),
+    "layer4.2" (ResNet's block, computed by step layer4.2.relu@2)."""
+    name = bundle.layer_name(layer)
+    return name if layer.startswith(name) else f"{name} ({layer})"
+
+
 def how_to_read(text: str, width: str = "260px") -> widgets.HTML:
     """One short line under a view that says how to read it."""
     line = widgets.HTML(f'<div style="font-size:12px;line-height:15px;color:#555">{text}</div>',

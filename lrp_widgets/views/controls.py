@@ -1,5 +1,5 @@
 """ClassSelector (top-5 bar chart; choosing a class re-explains for it), ImagePicker (examples and
-upload) and StatusBar (untrained-weights banner, progress, errors)."""
+upload) and StatusBar (the model's untrained-weights banner, progress, errors)."""
 from __future__ import annotations
 
 from html import escape
@@ -139,7 +139,9 @@ class ImagePicker(View):
 
 
 class StatusBar(View):
-    observes = ("pretrained", "busy", "status", "error")
+    """The untrained-weights banner of the model on screen, what is being computed, and what went wrong."""
+
+    observes = ("result", "pretrained", "busy", "status", "error")
 
     def __init__(self, state):
         self.banner = widgets.HTML()
@@ -152,9 +154,10 @@ class StatusBar(View):
 
     def refresh(self) -> None:
         state = self.state
+        model = state.result.bundle.model.name if state.result is not None else state.model_name
         self.banner.value = ("" if state.pretrained else
                              f'<div class="lrp-untrained" style="background:#fff3cd;padding:4px 8px;'
-                             f'border:1px solid #e0c36c">⚠ {state.model_name}: {UNTRAINED_MESSAGE}</div>')
+                             f'border:1px solid #e0c36c">⚠ {escape(model)}: {UNTRAINED_MESSAGE}</div>')
         self.progress.value = (f'<span class="lrp-busy">working: {escape(state.status) or "…"}</span>' if state.busy else "")
         self.message.value = (f'<div class="lrp-error" style="color:#a00;padding:2px 8px">⚠ {escape(state.error)}</div>'
                               if state.error else "")

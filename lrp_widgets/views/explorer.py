@@ -1,40 +1,56 @@
 """The Explorer: every view on one state, laid out to fit a laptop screen.
 
 ``explorer.state`` holds the inputs and the published result; ``explorer.session.wait()`` blocks until
-every result of the current request is on screen.
+every result of the current request is on screen. The model is a torchvision name (the picker offers
+them all) or your own network: an ``nn.Module`` with its ``preprocess`` (image → tensor (C, H, W)) and
+``categories``, or a ``LoadedModel``; the picker lists it as "your model".
 
 >>> explorer = Explorer(image="castle", weights="random")  # doctest: +SKIP
 >>> explorer.state.target = 483; explorer.session.wait()  # doctest: +SKIP
 >>> explorer.state.result.class_name  # doctest: +SKIP
 'castle (483)'
+>>> Explorer(model=my_net, preprocess=my_transform, categories=["cat", "dog"])  # doctest: +SKIP
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterator
 
 import ipywidgets as widgets
+import torch
 from PIL import Image
+from torch import nn
 
 from ..engine.images import open_image
+from ..engine.models import LoadedModel
+from ..errors import ModelError
 from ..examples import EXAMPLES, load_example
 from .controls import ClassSelector, ImagePicker, StatusBar
 from .deconv import DeconvPanel
 from .graph import LayerGraph
 from .heatmaps import ActivationHeatmap, RelevanceHeatmap
+from .models import ModelPicker
 from .session import Session
 from .state import ExplorerState
 from .threshold import ThresholdSlider
 
 
 class Explorer(widgets.VBox):
-    """All linked views of one explanation. ``image``: an example name, a file, or a PIL image."""
+    """All linked views of one explanation. ``model``: a torchvision model's name (loaded with ``weights``),
+    or your network (see :func:`your_model`); ``image``: an example name, a file, or a PIL image."""
 
-    def __init__(self, model: str = "vgg16", weights: str = "auto", image: str | Path | Image.Image | None = "castle",
-                 background: bool = True, device: str = "cpu"):
-        self.state = ExplorerState(model_name=model, weights=weights)
+    def __init__(self, model: str | nn.Module | LoadedModel = "vgg16", weights: str = "auto",
+                 image: str | Path | Image.Image | None = "castle", background: bool = True, device: str = "cpu",
+                 preprocess: Callable[[Image.Image], torch.Tensor] | None = None,
+                 categories: Sequence[str] | None = None):
+        yours = your_model(model, preprocess, categories)
+        self.state = (ExplorerState(model_name=model, weights=weights) if yours is None else
+                      ExplorerState(model_name=yours.name, weights=yours.weights))
         self.session = Session(self.state, background=background, device=device)
+        if yours is not None:
+            self.session.add_model(yours)
         self.status = StatusBar(self.state)
+        self.models = ModelPicker(self.state, weights, {yours.name: yours.weights} if yours is not None else {})
         self.picker = ImagePicker(self.state)
         self.classes = ClassSelector(self.state)
         self.relevance = RelevanceHeatmap(self.state)
@@ -52,7 +68,8 @@ class Explorer(widgets.VBox):
         self.resync = widgets.Button(description="resync", layout=widgets.Layout(display="none"))
         self.resync.add_class("lrp-resync")
         self.resync.on_click(lambda _: self.resend())
-        super().__init__([self.status, self.picker, views, self.graph, below, self.resync],
+        choices = widgets.HBox([self.models, self.picker], layout=wrap)
+        super().__init__([self.status, choices, views, self.graph, below, self.resync],
                          layout=widgets.Layout(width="100%", max_width="1400px"))
         self.add_class("lrp-explorer")
         if image is not None:
@@ -74,6 +91,19 @@ class Explorer(widgets.VBox):
             self.picker.load(lambda: load_example(image), image)
         else:
             self.picker.load(lambda: open_image(image), getattr(image, "name", str(image)))
+
+
+def your_model(model: str | nn.Module | LoadedModel, preprocess: Callable[[Image.Image], torch.Tensor] | None,
+               categories: Sequence[str] | None) -> LoadedModel | None:
+    """The network you give the Explorer: a ``LoadedModel`` as it is, or an ``nn.Module`` with its ``preprocess``
+    (default: resize 256, centre-crop 224, ImageNet normalisation) and class names (weights "own");
+    None for a torchvision model's name."""
+    if isinstance(model, nn.Module):
+        return LoadedModel.of(model, categories or (), transform=preprocess)
+    if preprocess is not None or categories is not None:
+        raise ModelError("preprocess and categories go with a network of yours (a torch.nn.Module), not with "
+                         f"{type(model).__name__}")
+    return model if isinstance(model, LoadedModel) else None
 
 
 def descendants(widget: widgets.Widget) -> Iterator[widgets.Widget]:

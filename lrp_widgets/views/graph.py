@@ -3,7 +3,8 @@
 Nodes are sized by |relevance| and coloured by its sign; edge width follows the flow; the k best
 paths (of the full graph) are red, the longest thicker, dashed through a neuron α drops. At the α layer the
 neurons Algorithm 1 drops are faded.
-Column headers name the layers; the α layer's says how many neurons α keeps. Hovering shows a
+Column headers name the layers (VGG: conv1_1 …; ResNet: its blocks, layer1.0 …); the α layer's says how many
+neurons α keeps. Columns are narrower for networks with more layers than VGG16 (ResNet-50: 17). Hovering shows a
 node's layer, index and relevance; clicking selects the neuron; the wheel zooms within bounds and "fit"
 shows the whole graph again.
 """
@@ -14,17 +15,19 @@ from html import escape
 import ipycytoscape
 import ipywidgets as widgets
 
-from .common import View, how_to_read
+from .common import View, how_to_read, layer_label
 from .session import running_loop
 
-COLUMN, ROW = 84, 34
+COLUMN, MIN_COLUMN, ROW = 84, 64, 34
+#: the columns' span (graph units) that the canvas shows with labels of 11 px or more: VGG16's 16 columns
+SPAN = 15 * COLUMN
 EDGES_PER_NODE = 3
 MIN_ZOOM, MAX_ZOOM = 0.2, 4.0
 EDGE_DELAY_S = 0.3
 HOVER_HINT = "hover a neuron for its layer, index and relevance; click it (or pick it below) to select it"
 #: what the drawing means, for the legend under the graph
-LEGEND = ("<b>How to read:</b> one column per layer, input side on the left; each circle is one of the most "
-          "relevant neurons (channels) of its layer, the class on the right. "
+LEGEND = ("<b>How to read:</b> one column per layer (or block), input side on the left; each circle is one of the "
+          "most relevant neurons (channels) of its layer, the class on the right. "
           "<b>Size</b> = |relevance| · <span style='color:#d62728'>●</span> red: evidence for the class · "
           "<span style='color:#1f77b4'>●</span> blue: against · <b>grey lines</b>: relevance flowing between "
           "neurons, wider = more · <span style='color:#d62728'><b>red lines</b></span>: the k best paths of the "
@@ -40,11 +43,13 @@ STYLE = [
     {"selector": "node.dropped", "style": {"opacity": 0.25}},
     {"selector": "node.class-node", "style": {"text-valign": "bottom", "text-halign": "center", "text-margin-x": 0,
                                               "text-wrap": "wrap", "text-max-width": 80}},
-    {"selector": "node.header", "style": {"shape": "round-rectangle", "width": 76, "height": 32,
+    {"selector": "node.header", "style": {"shape": "round-rectangle", "width": "data(size)", "height": 32,
                                           "background-color": "#eee", "text-valign": "center", "text-halign": "center",
                                           "text-margin-x": 0, "font-size": 13, "text-wrap": "wrap",
                                           "text-max-width": 76, "text-background-opacity": 0, "border-width": 0}},
-    {"selector": "node.header.alpha-layer", "style": {"background-color": "#ffd966", "font-weight": "bold"}},
+    # one class in the selector: "node.header.alpha-layer" never matched the headers on the page
+    {"selector": "node.alpha-layer", "style": {"background-color": "#ffd966", "font-weight": "bold",
+                                               "height": 46}},  # three lines: "layer4.2", "2048/2048", "kept"
     {"selector": "node.selected-neuron", "style": {"border-width": 4, "border-color": "#000"}},
     {"selector": "edge", "style": {"width": "data(width)", "line-color": "#9aa7b8", "opacity": 0.5,
                                    "curve-style": "straight"}},
@@ -52,6 +57,11 @@ STYLE = [
     {"selector": "edge.longest", "style": {"width": 5, "line-color": "#a50000", "opacity": 1, "z-index": 10}},
     {"selector": "edge.through-dropped", "style": {"line-style": "dashed"}},
 ]
+
+
+def column_step(columns: int) -> float:
+    """The distance between columns: VGG16's for up to 16 columns, closer for more (down to ``MIN_COLUMN``)."""
+    return max(MIN_COLUMN, min(COLUMN, SPAN / max(columns - 1, 1)))
 
 
 class LayerGraph(View):
@@ -120,11 +130,11 @@ class LayerGraph(View):
             self.neuron.options = [("— pick a neuron —", ())] + [
                 (f"{names(layer)} #{n.index} (R = {n.relevance:.3g})", (layer, n.index))
                 for layer in reversed(graph.layers[:-1]) for n in graph.nodes[layer]]
-        nodes = []
+        nodes, step = [], column_step(len(graph.layers))
         for column, layer in enumerate(graph.layers):
             nodes.append({"data": {"id": self._id(f"header:{layer}"), "layer": layer, "name": names(layer),
-                                   "label": names(layer), "size": 16, "colour": "#eee"}, "classes": "header",
-                          "position": {"x": column * COLUMN, "y": -ROW - 10}})
+                                   "label": names(layer), "size": step - 8, "colour": "#eee"}, "classes": "header",
+                          "position": {"x": column * step, "y": -ROW - 10}})
             for row, node in enumerate(graph.nodes[layer]):
                 label = result.bundle.model.category(node.index) if layer == graph.layers[-1] else str(node.index)
                 nodes.append({"data": {"id": self._id(node.id), "neuron": node.id, "layer": layer, "index": node.index,
@@ -133,7 +143,7 @@ class LayerGraph(View):
                                        "size": 8 + 16 * (abs(node.relevance) / top) ** 0.5,
                                        "colour": "#d62728" if node.relevance >= 0 else "#1f77b4"},
                               "classes": "class-node" if layer == graph.layers[-1] else "",
-                              "position": {"x": column * COLUMN, "y": row * ROW + (len(graph.nodes[layer]) == 1) * 3.5 * ROW}})
+                              "position": {"x": column * step, "y": row * ROW + (len(graph.nodes[layer]) == 1) * 3.5 * ROW}})
         flows = graph.edges()
         self._flows = {(u.id, v.id): w for u, v, w in flows}
         self._best = max((abs(w) for _, _, w in flows), default=1.0) or 1.0
@@ -211,7 +221,7 @@ class LayerGraph(View):
         paths = (f"the {len(result.paths)} best paths in red" if result.paths is not None
                  else "<i>finding the best paths…</i>")
         self.legend.value = (f"class {escape(result.class_name)} · {paths} · faded: the neurons that α = "
-                             f"{request.alpha:g} drops at {result.bundle.layer_name(result.layer)} ({result.layer})")
+                             f"{request.alpha:g} drops at {layer_label(result.bundle, result.layer)}")
         with self.quietly():
             self.neuron.value = tuple(request.selected) if tuple(request.selected) in [
                 value for _, value in self.neuron.options] else ()
@@ -225,16 +235,22 @@ class LayerGraph(View):
 
     def _clicked(self, node: dict) -> None:
         data = node["data"]
-        if "index" in data:
+        if "index" in data and self._shows_the_model():
             self.state.selected = (data["layer"], int(data["index"]))
 
     def _picked(self, change) -> None:
-        if change["new"] and not self.syncing:
+        if change["new"] and not self.syncing and self._shows_the_model():
             self.state.selected = tuple(change["new"])
+
+    def _shows_the_model(self) -> bool:
+        """Whether the graph on screen is of the chosen model (a click on a replaced model's neuron is no choice)."""
+        state = self.state
+        return state.result is not None and (state.result.request.model_name, state.result.request.weights) == (
+            state.model_name, state.weights)
 
     def _hovered(self, node: dict) -> None:
         data = node["data"]
-        where = f"<b>{data['name']}</b> (module {data['layer']})"
+        where = f"<b>{data['name']}</b>" + (f" ({data['layer']})" if data["name"] != data["layer"] else "")
         self.hover.value = where if "index" not in data else (
             f"{where} neuron #{data['index']}, relevance {data['relevance']:.4g}")
 

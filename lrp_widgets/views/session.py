@@ -1,8 +1,10 @@
 """The app's data flow, in one file: inputs → :class:`Request` → :class:`Session` → :class:`Result` → views.
 
 1. Controls write *inputs* to the :class:`~lrp_widgets.views.state.ExplorerState` (image, model, weights,
-   class, layer, α, k, the selected neuron). Each change makes an immutable :class:`Request`: the inputs
-   at that moment. It is the *current* request until the next change (latest wins).
+   class, layer, α, k, the selected neuron). The model is one of torchvision's, loaded by name, or one the
+   session was given (:meth:`Session.add_model`: a user's own network, weights "own"). Each change makes an
+   immutable :class:`Request`: the inputs at that moment. It is the *current* request until the next change
+   (latest wins).
 2. The :class:`Session` computes a request in stages — model, explanation, Algorithm 1 at the α layer,
    the neuron graph, the k best paths and their heatmaps, the selected neuron, the α sweep last — on one
    worker thread, into caches keyed by what each part depends on (the image's content, the class, the
@@ -38,7 +40,7 @@ from ..analysis.graph import NeuronGraph, channel_relevance
 from ..analysis.paths import Path
 from ..analysis.threshold import Selection, Sweep
 from ..engine.models import LoadedModel, UntrainedWeightsWarning, load_model
-from ..errors import LRPWidgetsError
+from ..errors import LRPWidgetsError, ModelError
 from .state import INPUTS, ExplorerState
 
 log = logging.getLogger(__name__)
@@ -199,6 +201,10 @@ class Session:
         """The current request."""
         return self._current
 
+    def add_model(self, model: LoadedModel) -> None:
+        """Know ``model`` (a user's own network) under its name and weights label: requests for them use it."""
+        self.models[(model.name, model.weights)] = model
+
     def _input_changed(self, change) -> None:
         if self._adjusting:
             return
@@ -206,6 +212,8 @@ class Session:
             with self._adjustment():  # another picture or network: its own top-1, no neuron selected
                 self.state.target = None
                 self.state.selected = ()
+                if change["name"] == "model_name":  # another network's layers: α at its last one
+                    self.state.layer = ""
         self.state.error = ""  # a new request replaces whatever went wrong before
         self.submit()
 
@@ -403,6 +411,8 @@ class Session:
     def model(self, name: str, weights: str, request: Request | None = None) -> LoadedModel:
         key = (name, weights)
         if key not in self.models:
+            if weights == "own":
+                raise ModelError(f"no model of yours is called '{name}'")
             if request is not None:
                 self._publish(request, "status", f"loading {name} ({weights} weights)…")
             with warnings.catch_warnings():

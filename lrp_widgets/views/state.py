@@ -24,11 +24,11 @@ class ExplorerState(HasTraits):
     # what to explain
     image = Any(None, allow_none=True, help="PIL image")
     image_name = Unicode("")
-    model_name = Unicode("vgg16")
-    weights = Unicode("auto")
+    model_name = Unicode("vgg16", help="a torchvision model's name, or the name of one given to the session")
+    weights = Unicode("auto", help='auto, imagenet, random, a state-dict file, or "own" (a model given to the session)')
     target = Int(None, allow_none=True, help="explained class; None = the top-1 prediction")
     # the selection
-    layer = Unicode("features.28")
+    layer = Unicode("", help="the α layer (a step name); \"\" or one the model lacks: its last")
     alpha = Float(1.0)
     k = Int(5)
     top_n = Int(8)

@@ -9,7 +9,7 @@ import bqplot
 import ipywidgets as widgets
 
 from ..analysis.threshold import DEFAULT_ALPHAS
-from .common import View, how_to_read
+from .common import View, how_to_read, layer_label
 
 MSE_COLOUR, SMAPE_COLOUR, OPTIMUM_COLOUR = "#d62728", "#1f77b4", "#2ca02c"
 OPTIMAL_RULE = "the fewest kept neurons whose MSE is at most the mean MSE of the sweep"
@@ -79,7 +79,7 @@ class ThresholdSlider(View):
         with self.quietly():
             bundle = self.state.result.bundle if self.state.result is not None else None
             layers = bundle.conv_layers if bundle is not None else []
-            options = [(f"{bundle.layer_name(layer)} ({layer})", layer) for layer in layers]
+            options = [(layer_label(bundle, layer), layer) for layer in layers]
             if list(self.layer.options) != options:
                 self.layer.options = options
             self.layer.value = self.state.layer if self.state.layer in layers else None
