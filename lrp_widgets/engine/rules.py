@@ -34,7 +34,8 @@ ParamModifier = Callable[[Tensor, str], Tensor]
 
 
 class Propagator(Protocol):
-    """Relevance at a layer's output → relevance at its input.
+    """Relevance at a layer's output → relevance at its input (a tuple, one per input, for additions,
+    concatenations and gates; ``None`` for an input that gets none).
 
     ``image`` selects one sample of the stored batch (the relevance batch then holds several
     conditions of that one image); ``channels`` says the relevance of row n is non-zero only
@@ -42,7 +43,7 @@ class Propagator(Protocol):
     """
 
     def __call__(self, relevance: Tensor, image: int | None = None,
-                 channels: Tensor | None = None) -> Tensor: ...
+                 channels: Tensor | None = None) -> Tensor | tuple[Tensor | None, ...]: ...
 
 
 def stabilize(z: Tensor, epsilon: float) -> Tensor:
