@@ -1,5 +1,5 @@
-"""The benchmark's models and input: VGG16 (and ResNet-50), random weights with random biases (and batch-norm
-statistics), the castle image."""
+"""The benchmark's models and input: VGG16 (and ResNet-50, EfficientNet-B0, ConvNeXt-T), random weights with
+random biases (and batch-norm statistics), no in-place activations; the castle image."""
 from __future__ import annotations
 
 import os
@@ -28,7 +28,7 @@ def model(name: str, device: str = "cpu") -> torch.nn.Module:
                 module.weight.uniform_(0.5, 1.5)
                 module.running_mean.normal_(0, 0.1)
                 module.running_var.uniform_(0.5, 2.0)
-            if isinstance(module, torch.nn.ReLU):
+            if getattr(module, "inplace", False):  # ReLU, EfficientNet's SiLU: as the peers run them
                 module.inplace = False
     return net.requires_grad_(False).to(device)
 

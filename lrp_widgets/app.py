@@ -1,8 +1,8 @@
-"""The Voila dashboard: ``lrp-widgets app [--port N] [--weights …] [--no-browser]``.
+"""The Voila dashboard behind ``lrp-widgets app`` (options: ``lrp-widgets app --help``).
 
-Serves ``notebooks/explorer.ipynb`` (written next to the package when it is not there) with Voila and
-the shared-server settings of :mod:`lrp_widgets.deploy`: sources stripped, tracebacks hidden from the
-browser, as many kernels as the memory holds, a closed page's kernel shut down.
+Serves ``notebooks/explorer.ipynb`` (for an installed package without the checkout, a copy generated in a
+temporary folder) with Voila and the shared-server settings of :mod:`lrp_widgets.deploy`: sources stripped,
+tracebacks hidden from the browser, as many kernels as the memory holds, a closed page's kernel shut down.
 """
 from __future__ import annotations
 

@@ -2,7 +2,10 @@
 
     lrp-widgets explain IMAGE [--weights imagenet|random|auto|PATH] [--model vgg16] [--target CLASS] [--out DIR]
                         [--preset paper] [--rule NAME=RULE[:ARG] …] [--graph-layers NAME,…] …
-    lrp-widgets deconv IMAGE --layer NAME --channel C [--weights …] [--mode map|max] --out FILE.png [--npy FILE.npy]
+    lrp-widgets explain IMAGE --model my_package.models:build [--weights own|PATH] [--mean M,M,M] [--std S,S,S]
+                        [--size N] [--categories FILE] …
+    lrp-widgets deconv IMAGE --layer NAME --channel C [--model …] [--weights …] [--mode map|max] --out FILE.png
+                       [--npy FILE.npy]
     lrp-widgets app [--port N] [--weights …] [--no-browser] [--max-kernels N] [--memory-budget SIZE] [--device cpu|cuda]
 
 Bad input prints one line on stderr and exits with status 2; nothing is written then.
@@ -19,17 +22,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import LRPWidgetsError, TargetError
+from .errors import LRPWidgetsError, ModelError, TargetError
 
 EXIT_BAD_INPUT = 2
 
 
-def _model_arguments(parser: argparse.ArgumentParser, weights: str = "imagenet") -> None:
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, a torchvision name or your own network, with its weights and input."""
     from .engine.models import MODELS
 
-    parser.add_argument("--model", default="vgg16", choices=MODELS)
-    parser.add_argument("--weights", default=weights,
-                        help="imagenet, random, auto (imagenet if available, else random) or a state-dict file")
+    parser.add_argument("--model", default="vgg16", metavar="NAME|MODULE:ATTR",
+                        help=f"a torchvision model ({', '.join(MODELS)}) or your own network: module.path:attribute "
+                             "or file.py:attribute, an nn.Module or a function returning one")
+    parser.add_argument("--weights", default=None,
+                        help="imagenet (the default), random, auto (imagenet if available, else random) or a "
+                             "state-dict file; your network: own (as it has them, the default) or a state-dict file")
+    parser.add_argument("--mean", default=None, metavar="M,M,M",
+                        help="your network's normalisation, one value per input channel (default ImageNet's)")
+    parser.add_argument("--std", default=None, metavar="S,S,S", help="as --mean")
+    parser.add_argument("--size", type=int, default=None,
+                        help="your network's input side: resize to round(N·256/224), centre-crop N (default 224)")
+    parser.add_argument("--categories", default=None, metavar="FILE",
+                        help="your network's class names, one a line")
 
 
 def _explain_parser(commands) -> None:
@@ -66,14 +80,19 @@ def _deconv_parser(commands) -> None:
     deconv.add_argument("--mode", default="map", choices=MODES,
                         help="start from the whole feature map or only its maximum")
     deconv.add_argument("--out", required=True, help="PNG file: the image and the reconstruction")
-    deconv.add_argument("--npy", default=None, help="also save the reconstruction (3, 224, 224) here")
+    deconv.add_argument("--npy", default=None,
+                        help="also save the reconstruction (the input's shape, e.g. 3×224×224) here")
     deconv.set_defaults(run=run_deconv)
 
 
 def _app_parser(commands) -> None:
+    from .engine.models import MODELS
+
     app = commands.add_parser("app", help="serve the Explorer as a Voila dashboard")
     app.add_argument("--port", type=int, default=None)
-    _model_arguments(app, weights="auto")
+    app.add_argument("--model", default="vgg16", help=f"the torchvision model it opens with: {', '.join(MODELS)}")
+    app.add_argument("--weights", default="auto",
+                     help="imagenet, random, auto (imagenet if available, else random) or a state-dict file")
     app.add_argument("--no-browser", action="store_true", help="do not open a browser")
     app.add_argument("--max-kernels", type=int, default=None,
                      help="most visitors (kernels) at once; 0 = no limit; default: as many as the memory holds")
@@ -95,7 +114,11 @@ def _memory_size(text: str) -> int:
 def serve_app(args: argparse.Namespace) -> None:
     """Replaces this process with Voila."""
     from .app import serve
+    from .engine.models import MODELS
 
+    if args.model not in MODELS:
+        raise ModelError(f"the app opens with a torchvision model such as vgg16 (see --help), not '{args.model}': "
+                         "explain your own network with explain or deconv, or Explorer(model=...) in a notebook")
     serve(args.port, args.weights, args.model, browser=not args.no_browser, max_kernels=args.max_kernels,
           device=args.device, memory_budget=args.memory_budget)
 
@@ -110,58 +133,62 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
-    """A scratch folder whose files move into ``out`` only if the block succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+def staged(*paths: Path) -> Iterator[list[Path]]:
+    """Scratch paths (in hidden folders beside ``paths``) that replace ``paths`` only if the block succeeds; a
+    scratch folder's files replace those of the same names in its path's folder, the other files stay."""
+    folders: list[Path] = []
     try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            folders.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)))
+        scratch = [folder / path.name for folder, path in zip(folders, paths)]
         yield scratch
-        out.mkdir(parents=True, exist_ok=True)
-        for item in scratch.iterdir():
-            item.replace(out / item.name)
+        for made, path in zip(scratch, paths):
+            if made.is_dir():
+                path.mkdir(exist_ok=True)
+                for item in made.iterdir():
+                    item.replace(path / item.name)
+            else:
+                made.replace(path)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_explain(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from .analysis.bundle import Bundle
     from .analysis.figures import model_label, save_heatmap_figure, save_overlay, save_threshold_figure
-    from .analysis.graph import neuron_graph
-    from .analysis.heatmaps import path_activation, union_relevance
-    from .analysis.paths import k_best_paths, path_count
     from .analysis.render import activation_overlay, relevance_overlay
-    from .analysis.threshold import threshold_sweep
-    from .engine.images import display_image
     from .engine.predict import explain_image, summary
 
     if args.k < 1 or args.top_n < 1:
         raise TargetError("--k and --top-n must be at least 1")
     overrides = dict(_rule(text) for text in args.rule)
     image = read_image(args.image)
-    model = _load(args.model, args.weights)
+    model = _load(args)
     result = explain_image(model, image, target=args.target, preset=args.preset, maxpool=args.maxpool,
                            overrides=overrides)
-    layer = result.network.resolve(args.layer) if args.layer else result.map_layers[-1]
-    graph = neuron_graph(result, top_n=args.top_n, layers=args.graph_layers.split(",") if args.graph_layers else None)
-    paths = k_best_paths(graph, args.k)
-    sweep = threshold_sweep(result, layer)
-    picture = display_image(image)
+    bundle = Bundle(model, image, result, args.top_n, args.graph_layers.split(",") if args.graph_layers else None)
+    layer = result.network.resolve(args.layer) if args.layer else bundle.conv_layers[-1]
     label = model_label(model)
-    with staged_output(Path(args.out)) as scratch:
-        np.save(scratch / "relevance.npy", result.relevances["input"][0].cpu().numpy().astype(np.float32))
-        save_heatmap_figure(picture, result, model, scratch / "heatmap.png")
+    with staged(Path(args.out)) as (scratch,):
+        scratch.mkdir()
+        paths = bundle.paths(args.k)
+        np.save(scratch / "relevance.npy", bundle.input_relevance.cpu().numpy().astype(np.float32))
+        save_heatmap_figure(bundle.picture, result, model, scratch / "heatmap.png")
         (scratch / "summary.json").write_text(json.dumps(summary(result, model), indent=2))
-        (scratch / "graph.json").write_text(json.dumps(graph.to_cytoscape()))
+        (scratch / "graph.json").write_text(json.dumps(bundle.graph().to_cytoscape()))
         (scratch / "paths.json").write_text(json.dumps(
-            {"k": args.k, "n": path_count(graph), "paths": [{"nodes": p.as_pairs(), "score": p.score} for p in paths]},
-            indent=1))
-        save_overlay(picture, relevance_overlay(picture, union_relevance(result, paths)[0]),
+            {"k": args.k, "n": bundle.path_count(),
+             "paths": [{"nodes": p.as_pairs(), "score": p.score} for p in paths]}, indent=1))
+        save_overlay(bundle.picture, relevance_overlay(bundle.picture, bundle.union_relevance(args.k)),
                      f"K-{args.k} path relevance ({label})", scratch / "path_relevance.png")
-        save_overlay(picture, activation_overlay(picture, path_activation(result, paths)),
+        save_overlay(bundle.picture, activation_overlay(bundle.picture, bundle.path_activation(args.k)),
                      f"K-{args.k} path activation ({label})", scratch / "path_activation.png")
-        (scratch / "threshold.json").write_text(json.dumps(sweep.to_json(), indent=1))
-        save_threshold_figure(sweep, scratch / "threshold.png")
+        (scratch / "threshold.json").write_text(json.dumps(bundle.sweep(layer).to_json(), indent=1))
+        save_threshold_figure(bundle.sweep(layer), scratch / "threshold.png")
     print(f"wrote relevance.npy, heatmap.png, summary.json, graph.json, paths.json, path_relevance.png, "
           f"path_activation.png, threshold.json, threshold.png to {args.out}")
     _warn_untrained(model)
@@ -177,37 +204,21 @@ def _rule(text: str):
     return name, parse_rule(rule)
 
 
-@contextmanager
-def staged_files(*paths: Path) -> Iterator[list[Path]]:
-    """Scratch paths (in hidden folders beside ``paths``) that replace ``paths`` only if the block succeeds."""
-    folders: list[Path] = []
-    try:
-        for path in paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            folders.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)))
-        yield [folder / path.name for folder, path in zip(folders, paths)]
-        for folder, path in zip(folders, paths):
-            (folder / path.name).replace(path)
-    finally:
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
-
-
 def run_deconv(args: argparse.Namespace) -> None:
     import numpy as np
     from PIL import Image
 
+    from .analysis.bundle import Bundle
     from .analysis.render import deconvolution_rgb
     from .engine.deconv import deconvolve, record
-    from .engine.images import display_image
 
     image = read_image(args.image)
-    model = _load(args.model, args.weights)
-    explanation = record(model.module, model.preprocess(image)[None])
-    reconstruction = deconvolve(explanation, args.layer, [args.channel], mode=args.mode)[0].cpu().numpy()
-    pair = np.concatenate([display_image(image), deconvolution_rgb(reconstruction)], axis=1)  # zero is mid-grey
+    model = _load(args)
+    bundle = Bundle(model, image, record(model.module, model.preprocess(image)[None]))
+    reconstruction = deconvolve(bundle.explanation, args.layer, [args.channel], mode=args.mode)[0].cpu().numpy()
+    pair = np.concatenate([bundle.picture, deconvolution_rgb(reconstruction)], axis=1)  # zero is mid-grey
     paths = [Path(args.out)] + ([Path(args.npy)] if args.npy else [])
-    with staged_files(*paths) as scratch:
+    with staged(*paths) as scratch:
         Image.fromarray(pair).save(scratch[0], format="PNG")
         if args.npy:
             with scratch[1].open("wb") as file:
@@ -224,12 +235,42 @@ def read_image(argument: str):
     return load_example(argument) if argument in EXAMPLES and not Path(argument).exists() else open_image(argument)
 
 
-def _load(name: str, weights: str):
-    from .engine.models import UntrainedWeightsWarning, load_model
+def _load(args: argparse.Namespace):
+    """The torchvision model or your network that ``--model`` names, with ``--weights`` and the options of yours."""
+    from .engine.models import MODELS, UntrainedWeightsWarning, load_model, load_user_model
 
+    if args.model not in MODELS:
+        return load_user_model(args.model, args.weights, _numbers(args.mean, "--mean"), _numbers(args.std, "--std"),
+                               224 if args.size is None else args.size, _categories(args.categories))
+    yours = {"--weights own": args.weights == "own", "--mean": args.mean is not None, "--std": args.std is not None,
+             "--size": args.size is not None, "--categories": args.categories is not None}
+    given = [option for option, used in yours.items() if used]
+    if given:
+        raise ModelError(f"{', '.join(given)} go with your own network (--model module.path:attribute), "
+                         f"not with {args.model}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWeightsWarning)
-        return load_model(name, weights)
+        return load_model(args.model, args.weights or "imagenet")
+
+
+def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
+    """``"0.5,0.5,0.5"`` → (0.5, 0.5, 0.5)."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(value) for value in text.split(","))
+    except ValueError:
+        raise ModelError(f"{option} '{text}': write one number per input channel, e.g. 0.5,0.5,0.5") from None
+
+
+def _categories(path: str | None) -> list[str]:
+    """The class names in a file, one a line (blank lines skipped)."""
+    if path is None:
+        return []
+    try:
+        return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelError(f"categories file '{path}' cannot be read ({type(error).__name__})") from None
 
 
 def _warn_untrained(model) -> None:

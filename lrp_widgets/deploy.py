@@ -1,8 +1,10 @@
 """Settings for a shared Voila server (``lrp-widgets app``, Binder, JupyterHub): one kernel per visitor,
 as many kernels as the memory holds, memory given back when a page goes.
 
-:func:`configure` applies them to a traitlets config; ``share/jupyter_config/voila.py`` and
-``binder/jupyter_config/`` call it, so the app and a Binder launch run with the same settings.
+:func:`configure` applies them to a traitlets config; ``share/jupyter_config/voila.py`` (Voila) and
+``jupyter_server_config.py`` (the Jupyter server, Voila as its extension) call it. ``lrp-widgets app`` and
+``binder/start`` put that folder on the Jupyter config path, so the app and a Binder launch run with the same
+settings.
 
 >>> parse_bytes("600M"), parse_bytes("1.5G"), parse_bytes("1048576")
 (629145600, 1610612736, 1048576)

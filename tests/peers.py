@@ -45,7 +45,7 @@ from zennit.torchvision import ResNetCanonizer
 
 from lrp_widgets.engine.composites import Composite, get_composite
 from lrp_widgets.engine.network import trace
-from lrp_widgets.engine.rules import (Epsilon, Flat, Gamma, Norm, Pass, Proportional, Reshape, Split, WinnerTakesAll,
+from lrp_widgets.engine.rules import (Epsilon, Flat, FrozenScale, Gamma, Norm, Pass, Proportional, Moves, Split, WinnerTakesAll,
                                       ZBox, ZPlus)
 
 
@@ -199,7 +199,9 @@ def zennit_rule(rule, input_shape):
         return z.Norm()
     if isinstance(rule, Pass):
         return z.Pass()
-    if isinstance(rule, (WinnerTakesAll, Reshape, Split)):
+    if isinstance(rule, FrozenScale):  # an unfolded batch norm: LRP-ε on it, as zennit's Epsilon on the module
+        return z.Epsilon(rule.stabilizer if rule.stabilizer > 0 else 1e-12)
+    if isinstance(rule, (WinnerTakesAll, Moves, Split)):
         return None
     raise TypeError(f"no zennit rule for {rule!r}")
 

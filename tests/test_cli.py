@@ -129,3 +129,120 @@ def test_entry_point_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lrp_widgets.cli", "explain", str(tmp_path / "nope.png"),
                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+USER_NET = "tests.user_models:build"
+
+
+def expected_logits(net, mean, std, size=32):
+    """What the user's network gives the castle, resized to round(size·256/224), centre-cropped and normalised."""
+    from torchvision import transforms
+
+    transform = transforms.Compose([transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size),
+                                    transforms.ToTensor(), transforms.Normalize(mean, std)])
+    with torch.no_grad():
+        return net.eval()(transform(Image.open(CASTLE).convert("RGB"))[None])[0]
+
+
+def test_explain_your_own_network_by_import_path(tmp_path, capsys):
+    """--model module:function with its normalisation, input size and class names: the logits are the network's
+    on that input, the explanation is at its size."""
+    from .user_models import build
+
+    categories = tmp_path / "classes.txt"
+    categories.write_text("cat\ndog\n\nship\n")
+    out = tmp_path / "out"
+    assert main(["explain", str(CASTLE), "--model", USER_NET, "--mean", "0.4,0.5,0.6", "--std", "0.2,0.25,0.3",
+                 "--size", "32", "--categories", str(categories), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["model"], summary["weights"], summary["pretrained"]) == (USER_NET, "own", True)
+    logits = expected_logits(build(), (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    target = int(logits.argmax())
+    assert summary["explained_class"] == {"index": target, "name": ["cat", "dog", "ship"][target],
+                                          "logit": pytest.approx(float(logits[target]), abs=1e-4)}
+    assert [c["name"] for c in summary["top5"]] == [["cat", "dog", "ship"][int(i)] for i in logits.argsort(descending=True)]
+    assert np.load(out / "relevance.npy").shape == (3, 32, 32)
+    assert json.loads((out / "graph.json").read_text())["nodes"][-1]["data"]["layer"] == "classifier"
+    assert "warning" not in capsys.readouterr().err  # its own weights: no untrained warning
+
+
+def test_your_weights_file_is_loaded_into_your_network(tmp_path):
+    from .user_models import SmallNet
+
+    other = SmallNet(seed=1)
+    weights = tmp_path / "trained.pt"
+    torch.save(other.state_dict(), weights)
+    common = [str(CASTLE), "--model", USER_NET, "--size", "32"]
+    assert main(["explain", *common, "--out", str(tmp_path / "own")]) == 0
+    assert main(["explain", *common, "--weights", str(weights), "--out", str(tmp_path / "file")]) == 0
+    own, loaded = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("own", "file"))
+    assert loaded["weights"] == str(weights) and own["weights"] == "own"
+    for summary, net in ((own, SmallNet()), (loaded, other)):
+        logits = expected_logits(net, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # ImageNet's by default
+        assert summary["explained_class"]["logit"] == pytest.approx(float(logits.max()), abs=1e-4)
+    assert own["explained_class"]["logit"] != pytest.approx(loaded["explained_class"]["logit"], abs=1e-3)
+
+
+def test_your_network_from_the_current_folder_or_a_file(tmp_path, monkeypatch):
+    """A module in the current folder is importable (as uvicorn does), and a .py file can be named by its path."""
+    (tmp_path / "lrp_cwd_nets.py").write_text("from tests.user_models import SmallNet\n\nnet = SmallNet()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    try:
+        for spec in ("lrp_cwd_nets:net", "lrp_cwd_nets.py:net"):
+            assert main(["explain", str(CASTLE), "--model", spec, "--size", "32", "--out", spec]) == 0
+            assert json.loads((tmp_path / spec / "summary.json").read_text())["model"] == spec
+    finally:
+        sys.modules.pop("lrp_cwd_nets", None)
+        sys.modules.pop("_lrp_widgets_user.lrp_cwd_nets", None)
+
+
+def test_deconv_of_your_network_at_its_size(tmp_path):
+    png, npy = tmp_path / "d.png", tmp_path / "d.npy"
+    assert main(["deconv", str(CASTLE), "--model", "tests.user_models:net", "--size", "32", "--layer", "features.3",
+                 "--channel", "2", "--out", str(png), "--npy", str(npy)]) == 0
+    assert Image.open(png).size == (64, 32) and np.load(npy).shape == (3, 32, 32)
+
+
+def bad_user_models(tmp_path):
+    raises = tmp_path / "raises.py"
+    raises.write_text("1 / 0\n")
+    misfit = tmp_path / "misfit.pt"
+    torch.save({"features.0.weight": torch.zeros(8, 3, 5, 5), "head.weight": torch.zeros(3)}, misfit)
+    yours = ["--model", USER_NET, "--size", "32"]
+    return [
+        (["--model", "vgg17"], "unknown model 'vgg17': give a torchvision name"),
+        (["--model", "tests.no_such_module:build"], "model 'tests.no_such_module:build': no module named"),
+        (["--model", f"{tmp_path / 'none.py'}:build"], f"file '{tmp_path / 'none.py'}' does not exist"),
+        (["--model", f"{raises}:build"], f"importing {raises} failed (ZeroDivisionError: division by zero)"),
+        (["--model", "tests.user_models:missing"], "tests.user_models has no attribute 'missing'"),
+        (["--model", "tests.user_models:NUMBER"], "NUMBER (of type int) is not a torch.nn.Module nor a function"),
+        (["--model", "tests.user_models:broken"], "broken() failed (RuntimeError: no network today)"),
+        (["--model", "tests.user_models:not_a_module"], "not_a_module() returned a value of type list"),
+        ([*yours, "--weights", "imagenet"], "weights 'imagenet' are for torchvision's models"),
+        ([*yours, "--weights", "random"], "weights 'random' are for torchvision's models"),
+        ([*yours, "--weights", str(misfit)], f"does not fit {USER_NET} (missing: classifier.bias, classifier.weight, "
+                                                "features.0.bias …; unexpected: head.weight; wrong shape: features.0.weight)"),
+        ([*yours, "--mean", "0.5,0.5"], "takes 3-channel inputs: give mean and std with 3 values each (not 2 and 3)"),
+        ([*yours, "--std", "0.5,x,0.5"], "--std '0.5,x,0.5': write one number per input channel"),
+        ([*yours, "--std", "0.5,0,0.5"], "std must be positive"),
+        ([*yours, "--size", "0"], "the input size must be at least 1 pixel"),
+        (["--model", USER_NET], "does not take inputs of shape (1, 3, 224, 224) (RuntimeError: mat1 and mat2"),
+        ([*yours, "--categories", str(tmp_path / "none.txt")], "categories file"),
+        (["--model", "vgg11", "--mean", "0.5,0.5,0.5", "--size", "32"], "--mean, --size go with your own network"),
+        (["--model", "vgg11", "--weights", "own"], "--weights own go with your own network"),
+    ]
+
+
+def test_bad_user_models_give_one_line_status_2_and_no_output(tmp_path, capsys):
+    for args, message in bad_user_models(tmp_path):
+        out = tmp_path / "out"
+        assert main(["explain", str(CASTLE), *args, "--out", str(out)]) == 2, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, lines)
+        assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+    assert main(["deconv", str(CASTLE), "--model", "tests.user_models:missing", "--layer", "features.0",
+                 "--channel", "0", "--out", str(tmp_path / "d.png")]) == 2
+    assert main(["app", "--model", USER_NET]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "has no attribute 'missing'" in lines[0] and "the app opens with a torchvision" in lines[1]

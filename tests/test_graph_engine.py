@@ -10,7 +10,7 @@ from torch import nn
 from lrp_widgets.engine import Epsilon, Explainer, Zero
 from lrp_widgets.engine.composites import Composite
 from lrp_widgets.engine.models import LoadedModel
-from lrp_widgets.engine.network import Add, Cat
+from lrp_widgets.engine.operations import Add, Cat
 from lrp_widgets.engine.rules import Norm, Split
 from lrp_widgets.errors import ModelError
 
@@ -383,14 +383,14 @@ def functional(act):
 
 
 @pytest.mark.parametrize("model, step, operation", [
-    (Stem(nn.GELU()), "act", "module GELU"),
-    (Stem(nn.Sigmoid()), "act", "module Sigmoid"),
-    (functional(torch.sigmoid), "sigmoid", "function torch.sigmoid"),
-    (functional(torch.tanh), "tanh", "function torch.tanh"),
+    (Stem(nn.GroupNorm(2, 4)), "act", "module GroupNorm"),
+    (Stem(nn.Softplus()), "act", "module Softplus"),
+    (functional(torch.exp), "exp", "function torch.exp"),
+    (functional(lambda x: x.sort(1)[0]), "sort", "method Tensor.sort"),
     (functional(lambda x: x + 1), "add", "function operator.add"),
-    (functional(lambda x: 2 * x), "mul", "function operator.mul"),
+    (functional(lambda x: x * x), "mul", "function operator.mul"),
     (Shifted(), "add", "function operator.add"),
-], ids=["GELU", "Sigmoid", "torch.sigmoid", "torch.tanh", "x + 1", "2 * x", "x + 1 after a block"])
+], ids=["GroupNorm", "Softplus", "torch.exp", "sort", "x + 1", "x * x", "x + 1 after a block"])
 def test_an_unsupported_operation_on_the_relevance_path_is_named(model, step, operation):
     with pytest.raises(ModelError, match=rf"unsupported operation '{step}' \({operation}\)") as error:
         Explainer(model)
@@ -404,7 +404,7 @@ def test_an_unsupported_operation_in_a_block_names_step_and_block():
             self.conv = nn.Conv2d(3, 4, 3, padding=1)
 
         def forward(self, x):
-            return torch.tanh(self.conv(x))
+            return torch.exp(self.conv(x))
 
     class Outer(nn.Module):
         def __init__(self):
@@ -415,7 +415,7 @@ def test_an_unsupported_operation_in_a_block_names_step_and_block():
         def forward(self, x):
             return self.fc(self.block(x).flatten(1))
 
-    with pytest.raises(ModelError, match=r"'block\.tanh' \(function torch\.tanh in module 'block'\)"):
+    with pytest.raises(ModelError, match=r"'block\.exp' \(function torch\.exp in module 'block'\)"):
         Explainer(Outer())
 
 
@@ -451,21 +451,28 @@ def test_a_model_returning_a_tuple_is_refused():
         Explainer(Pair())
 
 
-def test_a_gate_sigmoid_is_not_an_error_but_a_self_gate_is():
+def test_a_sigmoid_gate_of_the_same_shape_gives_the_signal_all_as_silu_does():
+    """x · sigmoid(x): both factors have the signal's shape; the sigmoid's is the gate, so it is explained as
+    the SiLU it is (the identity rule)."""
     Explainer(frozen(Excitation())).explain(X)
 
-    class Swish(nn.Module):  # x · sigmoid(x): no branch is a gate broadcast over the other
-        def __init__(self):
+    class Swish(nn.Module):
+        def __init__(self, written_out: bool):
             super().__init__()
             self.conv = nn.Conv2d(3, 4, 3, padding=1)
             self.fc = nn.Linear(4 * 16, 3)
+            self.written_out = written_out
 
         def forward(self, x):
             x = self.conv(x)
-            return self.fc((x * torch.sigmoid(x)).flatten(1))
+            x = x * torch.sigmoid(x) if self.written_out else F.silu(x)
+            return self.fc(x.flatten(1))
 
-    with pytest.raises(ModelError, match="not a gate"):
-        Explainer(Swish()).explain(X)
+    written, silu = frozen(Swish(True)), Swish(False)
+    silu.load_state_dict(written.state_dict())
+    ours, reference = (Explainer(m, zero_composite()).explain(X, 0) for m in (written, frozen(silu)))
+    torch.testing.assert_close(ours.relevances["input"], reference.relevances["input"])
+    torch.testing.assert_close(ours.relevances["conv"], ours.relevances["mul"])  # the signal takes it all
 
 
 class KeywordCat(nn.Module):

@@ -7,7 +7,8 @@ import torch
 import torchvision
 
 from lrp_widgets.engine import FAMILIES, MODELS, Explainer, LoadedModel, load_model, trace
-from lrp_widgets.engine.models import _builder
+from lrp_widgets.engine.families import display_names, graph_layers
+from lrp_widgets.engine.models import _builder, skeleton
 from lrp_widgets.errors import ModelError
 
 from .conftest import random_model, run_readme_example
@@ -25,22 +26,36 @@ GRAPHS = {
     "mobilenet_v2": ("features.0.2", "classifier.1", 20),
     "googlenet": ("inception3a.cat", "fc", 10),
     "squeezenet1_0": ("features.3.cat", "flatten", 9),  # the class scores come out of a flatten
+    "efficientnet_b0": ("features.0.2", "classifier.1", 10),  # features.0 … features.8
+    "convnext_tiny": ("features.1.0.add", "classifier.2", 19),  # 3 + 3 + 9 + 3 CNBlocks
+    "mobilenet_v3_small": ("features.0.2", "classifier.3", 14),
+    "regnet_y_400mf": ("trunk_output.block1.block1-0.activation", "fc", 17),  # 1 + 3 + 6 + 6 blocks
+    "mnasnet0_5": ("layers.8.0.layers.6", "classifier.1", 17),
+    "shufflenet_v2_x0_5": ("stage2.0.view@1", "fc", 17),  # 4 + 8 + 4 blocks, after their channel shuffle
 }
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_every_model_by_name_traces(name):
-    with torch.device("meta"):  # structure only: no weights are made
-        network = trace(_builder(name, pretrained=False)())
-    layers = network.graph_layers()
+    network = trace(skeleton(_builder(name, pretrained=False)))  # structure only: no weights are made
+    layers = graph_layers(network)
     assert layers[-1] == network.output and len(set(layers)) == len(layers)
     if name in GRAPHS:
         first, last, count = GRAPHS[name]
         assert (layers[0], layers[-1], len(layers)) == (first, last, count)
     family = next(family for family, names in FAMILIES.items() if name in names)
-    names = network.display_names()
+    names = display_names(network)
     if family == "ResNet":
         assert names[layers[0]] == "layer1.0"
+    if family in ("EfficientNet", "MobileNet"):
+        assert names[layers[0]] == "features.0"
+    if family == "ConvNeXt":
+        assert names[layers[0]] == "features.1.0"
+    if family == "ShuffleNet":
+        assert names[layers[0]] == "stage2.0"
+    inside_gates = {step.name for step in network.steps if ".fc" in step.name or "se_layer" in step.name
+                    or ".se." in step.name or "excitation" in step.name}
+    assert not inside_gates.intersection(layers), name  # squeeze-and-excitation convs carry no relevance
     if family == "VGG":
         assert names[layers[0]] == "conv1_1"
 

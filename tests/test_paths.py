@@ -1,6 +1,7 @@
 """Neuron graph, paths, Algorithm 1, MSE/SMAPE, conditional heatmaps: by hand and against zennit-crp."""
 import itertools
 import random
+import sys
 
 import pytest
 import torch
@@ -78,6 +79,13 @@ def test_graph_json_and_networkx_export():
     nx_graph = graph.to_networkx()
     assert nx_graph.number_of_nodes() == 3 and nx_graph.number_of_edges() == 2
     assert path_count(graph) == 2
+
+
+def test_networkx_export_without_networkx_says_what_to_install(monkeypatch):
+    graph = neuron_graph(Explainer(two_layer_net()).explain(torch.tensor([[1.0, 1.0]])), top_n=2)
+    monkeypatch.setitem(sys.modules, "networkx", None)  # as if not installed (networkx is a test extra)
+    with pytest.raises(ModuleNotFoundError, match="pip install networkx"):
+        graph.to_networkx()
 
 
 @pytest.fixture(scope="module")

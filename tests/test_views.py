@@ -488,3 +488,29 @@ def test_the_readme_example_of_your_own_network_runs():
     assert len(categories) == 10 and result.class_name == f"{categories[result.target]} ({result.target})"
     assert (explorer.models.family.value, explorer.models.variant.value) == ("your model", "Sequential")
     assert decoded(explorer.relevance.figure).shape == decoded(explorer.activation.figure).shape == (32, 32, 3)
+
+
+def test_the_explorer_takes_your_networks_mean_and_std_for_zb():
+    """z^B's pixel bounds come from the mean/std given with your network: they reach the explainer, and the
+    relevance is that of an explanation with those bounds, not ImageNet's."""
+    from lrp_widgets.engine import Explainer, pixel_bounds
+    from lrp_widgets.engine.models import LoadedModel
+    from lrp_widgets.errors import ModelError
+
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    net = TinyNet()
+    explorer = Explorer(model=net, preprocess=TINY_PREPROCESS, mean=mean, std=std, categories=TINY_CLASSES,
+                        image=str(CASTLE), background=False)
+    bundle = explorer.state.result.bundle
+    assert (bundle.model.mean, bundle.model.std) == (mean, std)
+    [explainer] = bundle.model.explainers.values()
+    assert explainer.composite.bounds == pixel_bounds(mean, std)
+    inputs = bundle.explanation.inputs
+    target = bundle.target
+    ours = Explainer(LoadedModel.of(net, mean=mean, std=std)).explain(inputs, target).relevances["input"]
+    imagenet = Explainer(LoadedModel.of(net)).explain(inputs, target).relevances["input"]
+    scale = bundle.input_relevance.abs().max()
+    assert (bundle.input_relevance - ours[0]).abs().max() < 1e-5 * scale
+    assert (bundle.input_relevance - imagenet[0]).abs().max() > 0.05 * scale
+    with pytest.raises(ModelError, match="mean, std go with a network of yours"):
+        Explorer(model="vgg11", mean=mean, std=std, image=None)

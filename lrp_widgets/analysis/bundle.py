@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from ..engine.deconv import deconvolve
+from ..engine.families import display_names
 from ..engine.images import display_image
 from ..engine.lrp import INPUT, Explanation
 from ..engine.models import LoadedModel
@@ -59,6 +60,8 @@ class Bundle:
     image: Image.Image
     explanation: Explanation
     top_n: int = 8
+    #: the neuron graph's layers (default: the family's, see :func:`~lrp_widgets.analysis.graph.neuron_graph`)
+    graph_layers: list[str] | None = None
     _cache: dict = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -105,7 +108,7 @@ class Bundle:
     @cached_property
     def layer_names(self) -> dict[str, str]:
         """Readable layer names (VGG: conv1_1 … conv5_3, pool1 … pool5, fc6 … fc8) by module name."""
-        return self.explanation.network.display_names()
+        return display_names(self.explanation.network)
 
     def layer_name(self, layer: str) -> str:
         return self.layer_names.get(layer, layer)
@@ -116,13 +119,11 @@ class Bundle:
         return self.explanation.map_layers
 
     def graph(self) -> NeuronGraph:
-        return self._cached(("graph", self.top_n), lambda: neuron_graph(self.explanation, self.top_n))
+        return self._cached(("graph", self.top_n),
+                            lambda: neuron_graph(self.explanation, self.top_n, self.graph_layers))
 
     def paths(self, k: int = 5) -> list[Path]:
         return self._cached(("paths", self.top_n, k), lambda: k_best_paths(self.graph(), k))
-
-    def has_paths(self, k: int) -> bool:
-        return ("paths", self.top_n, k) in self._cache
 
     def path_count(self) -> int:
         return path_count(self.graph())

@@ -1,5 +1,7 @@
-"""The neuron graph: the most relevant channels/units of every Conv2d/Linear layer and the relevance
-that flows between them (zennit-crp's "attribution graph").
+"""The neuron graph: the most relevant channels/units of each chosen layer and the relevance that flows
+between them (zennit-crp's "attribution graph"). The layers default to the family's blocks and the output
+(ResNet's residual blocks, DenseNet's dense blocks and transitions …), else every Conv2d/Linear layer that
+all relevance passes (VGG, a network of the user's own): see :func:`~lrp_widgets.engine.families.graph_layers`.
 
 Nodes are scored by their relevance summed over space; the top-N per layer are kept (the top layer
 keeps only the class node). The edge from upper node k to lower node j carries R_{j←k}: the relevance
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..engine.families import graph_layers
 from ..engine.lrp import Explanation
 from ..errors import ModelError, TargetError
 
@@ -71,8 +74,11 @@ class NeuronGraph:
         return {"nodes": nodes, "edges": edges}
 
     def to_networkx(self):
-        """A ``networkx.DiGraph`` with edges from upper to lower nodes, ``weight`` = flow."""
-        import networkx as nx
+        """A ``networkx.DiGraph`` with edges from upper to lower nodes, ``weight`` = flow (needs networkx)."""
+        try:
+            import networkx as nx
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError("NeuronGraph.to_networkx needs networkx: pip install networkx") from None
 
         graph = nx.DiGraph()
         for layer in self.layers:
@@ -95,17 +101,17 @@ def neuron_graph(explanation: Explanation, top_n: int = 8, layers: list[str] | N
 
     ``layers``: step or module names (a block's name stands for its output); default: the family's
     (VGG: every Conv2d/Linear layer; ResNet: every residual block's output; DenseNet: every dense block
-    and transition; see :meth:`~lrp_widgets.engine.network.Network.graph_layers`). Between two layers,
+    and transition; see :func:`~lrp_widgets.engine.families.graph_layers`). Between two layers,
     flows pass every branch in between.
     """
     network = explanation.network
     try:
-        layers = [network.resolve(name) for name in layers] if layers else network.graph_layers()
+        layers = [network.resolve(name) for name in layers] if layers else graph_layers(network)
     except ModelError as error:
         raise TargetError(str(error)) from None
     unknown = [name for name in layers if name not in explanation.relevances]
     if unknown:
-        raise TargetError(f"layer '{unknown[0]}' carries no relevance: choose one of {', '.join(network.graph_layers())}")
+        raise TargetError(f"layer '{unknown[0]}' carries no relevance: choose one of {', '.join(graph_layers(network))}")
     order = explanation.names
     layers = sorted(dict.fromkeys(layers), key=order.index)
     nodes = {}

@@ -5,8 +5,9 @@ first convolution, LRP-γ (γ = 0.25) on the lower half of the other convolution
 LRP-ε (ε = 0.25) on the upper half, LRP-0 on the Linear layers. For VGG16 that is z^B at
 ``features.0``, γ on ``features.2``–``features.14``, ε on ``features.17``–``features.28`` and LRP-0 on
 the classifier. ``epsilon-gamma-box`` and ``epsilon-plus-flat`` are zennit's ``EpsilonGammaBox`` and
-``EpsilonPlusFlat``. Every other step gets its rule from its type: pools, additions, concatenations,
-gates; ReLU, Dropout and an unfolded batch norm pass relevance.
+``EpsilonPlusFlat``. ``zero`` is LRP-0 everywhere: the check a user runs on their own network (with
+every bias zero, the input relevance sums to the logit). Every other step gets the default rule of its
+operation's registry entry (:mod:`.operations`), with the composite's stabiliser.
 
 >>> from torchvision.models import vgg16
 >>> from lrp_widgets.engine.network import trace
@@ -24,10 +25,8 @@ from torch import Tensor, nn
 
 from ..errors import ModelError
 from .images import IMAGENET_MEAN, IMAGENET_STD
-from .network import Add, Cat, Gate, Network
-from .rules import (RULES, Epsilon, Flat, Gamma, Norm, Pass, Proportional, Reshape, Rule, SignalTakesAll, Split,
-                    WinnerTakesAll, ZBox, Zero, ZPlus)
-
+from .network import Network
+from .rules import RULES, Epsilon, Flat, Gamma, Rule, ZBox, Zero, ZPlus
 
 
 def pixel_bounds(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[list[float], list[float]]:
@@ -41,19 +40,21 @@ Schedule = Callable[[list[str], list[str]], dict[str, Rule]]
 
 @dataclass
 class Composite:
-    """A rule for every step: per-name overrides first, then the schedule, then the step's type.
+    """A rule for every step: per-name overrides first, then the schedule, then the operation's default.
 
     ``schedule(convs, linears)`` maps the Conv2d and Linear step names to rules; ``maxpool`` is
     ``"winner"`` (winner-takes-all) or ``"average"`` (proportional redistribution). Overrides are
     keyed by step or module name. ``bounds`` (the normalised all-0 and all-1 pixels, see
-    :func:`pixel_bounds`) replace the ImageNet bounds of the schedule's z^B rules.
+    :func:`pixel_bounds`; ``"data"``: the input's own range) replace the ImageNet bounds of the schedule's
+    z^B rules. ``stabilizer`` is the ε of the default rules of sums, pools and normalisations (0: LRP-0).
     """
 
     name: str
     schedule: Schedule
     overrides: Mapping[str, Rule] = field(default_factory=dict)
     maxpool: str = "winner"
-    bounds: tuple[Sequence[float], Sequence[float]] | None = None
+    bounds: tuple[Sequence[float], Sequence[float]] | str | None = None
+    stabilizer: float = 1e-6
 
     def rules(self, network: Network) -> dict[str, Rule]:
         if self.maxpool not in ("winner", "average"):
@@ -61,33 +62,17 @@ class Composite:
         unknown = sorted(name for name in self.overrides if name not in network.by_name and name not in network.blocks)
         if unknown:
             raise ModelError(f"rule given for unknown layer(s) {', '.join(unknown)}")
-        steps = [step for step in network.steps if step.module is not None]
-        rules = self.schedule([s.name for s in steps if isinstance(s.module, nn.Conv2d)],
-                              [s.name for s in steps if isinstance(s.module, nn.Linear)])
+        steps = [step for step in network.steps if step.op is not None]
+        weighted = [step for step in steps if step.weighted]
+        rules = self.schedule([s.name for s in weighted if isinstance(s.module, nn.Conv2d)],
+                              [s.name for s in weighted if not isinstance(s.module, nn.Conv2d)])
         if self.bounds is not None:
-            low, high = (Tensor(list(v)) for v in self.bounds)
+            low, high = (None, None) if self.bounds == "data" else (Tensor(list(v)) for v in self.bounds)
             rules = {n: ZBox(low, high, r.stabilizer) if isinstance(r, ZBox) else r for n, r in rules.items()}
         for step in steps:
-            rules.setdefault(step.name, self._by_type(step.module))
+            rules.setdefault(step.name, Epsilon() if step.weighted else step.op.rule(self))
         rules.update({network.resolve(name): rule for name, rule in self.overrides.items()})
         return rules
-
-    def _by_type(self, module: nn.Module) -> Rule:
-        if isinstance(module, nn.MaxPool2d):
-            return WinnerTakesAll() if self.maxpool == "winner" else Proportional()
-        if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-            return Proportional()
-        if isinstance(module, nn.Flatten):
-            return Reshape()
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            return Epsilon()
-        if isinstance(module, Add):
-            return Norm()
-        if isinstance(module, Cat):
-            return Split()
-        if isinstance(module, Gate):
-            return SignalTakesAll()
-        return Pass()
 
 
 def _paper(gamma_rule: Callable[[], Rule]) -> Schedule:
@@ -113,6 +98,10 @@ def _epsilon(convs: list[str], linears: list[str]) -> dict[str, Rule]:
     return {n: Epsilon(0.25) for n in convs + linears}
 
 
+def _zero(convs: list[str], linears: list[str]) -> dict[str, Rule]:
+    return {n: Zero() for n in convs + linears}
+
+
 def _zennit(first: Callable[[], Rule], conv: Callable[[], Rule]) -> Schedule:
     """zennit's EpsilonGammaBox / EpsilonPlusFlat: ``first`` on the first layer, ``conv`` on the other
     convolutions, ε = 1e-6 on the Linear layers."""
@@ -133,6 +122,7 @@ PRESETS: dict[str, Callable[[], Composite]] = {
     "epsilon": lambda: Composite("epsilon", _epsilon),
     "epsilon-gamma-box": lambda: Composite("epsilon-gamma-box", _zennit(_box, lambda: Gamma(0.25))),
     "epsilon-plus-flat": lambda: Composite("epsilon-plus-flat", _zennit(Flat, ZPlus)),
+    "zero": lambda: Composite("zero", _zero, stabilizer=0.0),
 }
 
 

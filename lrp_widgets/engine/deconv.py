@@ -19,8 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import ModelError, TargetError
 from .lrp import Backward, Explainer, Explanation
-from .network import Add, Cat, Gate
-from .rules import keep_channels, transpose, transpose_channels, unpool
+from .operations import Backstep
 
 MODES = ("map", "max")
 
@@ -30,10 +29,10 @@ def record(model: nn.Module, x: Tensor) -> Explanation:
     """One forward pass stored as an :class:`Explanation` without relevances: all that
     :func:`deconvolve` needs, at the cost of the forward pass alone."""
     explainer = Explainer(model)
-    x = x.to(explainer.device)
-    activations, indices, _ = explainer.forward(x)
+    x = explainer.check_input(x)
+    activations, indices, _, others = explainer.forward(x)
     logits = activations[explainer.network.output]
-    return Explanation(explainer.network, x, logits, logits.argmax(1), activations, {}, {}, indices)
+    return Explanation(explainer.network, x, logits, logits.argmax(1), activations, {}, {}, indices, others)
 
 
 @torch.no_grad()
@@ -79,39 +78,13 @@ def deconvolve(explanation: Explanation, layer: str, channels: int | Sequence[in
 
 
 def _deconvnet(explanation: Explanation, image: int) -> Backward:
-    """One deconvnet step: the signal at a step's output → at each of its inputs."""
+    """One deconvnet step (the registry entry's): the signal at a step's output → at each of its inputs."""
     def step(name: str, signal: Tensor, keep: Tensor | None) -> tuple:
         network_step = explanation.network.by_name[name]
-        module = network_step.module
-        inputs = [explanation.value(source) for source in network_step.inputs]
-        shape = (signal.shape[0], *inputs[0].shape[1:])
-        if isinstance(module, (nn.ReLU, nn.ReLU6)):
-            return (signal.relu(),)
-        if isinstance(module, (nn.Linear, nn.Conv2d)):  # the transpose with the layer's own weights, no bias
-            if keep is not None and (isinstance(module, nn.Linear) or module.groups == 1):
-                rows = torch.arange(signal.shape[0], device=signal.device)
-                return (transpose_channels(module, signal[rows, keep], module.weight, keep, shape),)
-            signal = signal if keep is None else keep_channels(signal, keep)
-            return (transpose(module, signal, module.weight, shape),)
-        if isinstance(module, nn.MaxPool2d):
-            return (unpool(signal, explanation.maxpool_indices[name][image:image + 1], shape),)
-        if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-            x = signal.new_zeros(shape).requires_grad_()
-            with torch.enable_grad():
-                return (torch.autograd.grad(module(x), x, signal)[0],)
-        if isinstance(module, nn.BatchNorm2d):  # the gradient: the signal times the normalisation's scale
-            return (signal * (module.weight / torch.sqrt(module.running_var + module.eps))[:, None, None],)
-        if isinstance(module, nn.Flatten):
-            return (signal.reshape(shape),)
-        if isinstance(module, Add):
-            return tuple(signal for _ in inputs)
-        if isinstance(module, Cat):
-            return tuple(signal.split([x.shape[module.dim] for x in inputs], module.dim))
-        if isinstance(module, Gate):  # the signal times the gate; the gate's branch gets nothing
-            signal_index = next(i for i, x in enumerate(inputs) if x.shape[1:] == explanation.value(name).shape[1:])
-            gate = inputs[1 - signal_index][image:image + 1]
-            return tuple(signal * gate if i == signal_index else None for i in range(2))
-        if isinstance(module, (nn.Dropout, nn.Identity)):
-            return (signal,)
-        raise ModelError(explanation.network.unsupported(name))
+        if network_step.op is None or network_step.op.deconv is None:
+            raise ModelError(explanation.network.unsupported(name))
+        backstep = Backstep(network_step.module, [explanation.value(source) for source in network_step.inputs],
+                            explanation.value(name), explanation.maxpool_indices.get(name),
+                            explanation.function(name), image)
+        return network_step.op.deconv(backstep, signal, keep)
     return step

@@ -10,17 +10,20 @@ torch.Size([1, 3, 224, 224])
 """
 from __future__ import annotations
 
+import numbers
+import warnings
+from collections import ChainMap
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ImageError, ModelError, TargetError
+from ..errors import ImageError, LRPWidgetsError, ModelError, TargetError
 from .composites import Composite, get_composite, pixel_bounds
+from .families import graph_layers
 from .models import LoadedModel
-from .network import INPUT, Add, Cat, Gate, Network, Step, trace
+from .network import INPUT, Network, Step, trace
 from .rules import Propagator
 
 #: The transient memory a batched propagation may take; more conditions are propagated in several batches.
@@ -36,9 +39,9 @@ class Explanation:
     """Activations and relevances at every step of one batch, and the propagators that made them.
 
     ``activations[name]`` / ``relevances[name]`` are a step's output and the relevance there (step
-    names: :mod:`~lrp_widgets.engine.network`); ``relevances["input"]`` is the input relevance. ReLU,
-    Dropout and an unfolded batch norm pass relevance unchanged; a Conv2d/Linear layer or a residual
-    addition whose only reader is a ReLU shares the ReLU's (rectified) output.
+    names: :mod:`~lrp_widgets.engine.network`); ``relevances["input"]`` is the input relevance. A
+    Conv2d/Linear layer or a residual addition whose only reader is a ReLU shares the ReLU's (rectified)
+    output. ``others`` holds the outputs that are no tensors (shape queries, a chunk's parts).
     """
 
     network: Network
@@ -49,6 +52,7 @@ class Explanation:
     relevances: dict[str, Tensor]
     propagators: dict[str, Propagator] = field(repr=False)
     maxpool_indices: dict[str, Tensor] = field(repr=False)
+    others: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -63,7 +67,7 @@ class Explanation:
     @property
     def map_layers(self) -> list[str]:
         """The neuron graph's default layers that have feature maps: where Algorithm 1 and the sweep run."""
-        return [name for name in self.network.graph_layers() if self.activations[name].dim() == 4]
+        return [name for name in graph_layers(self.network) if self.activations[name].dim() == 4]
 
     @property
     def output_relevance(self) -> Tensor:
@@ -88,14 +92,17 @@ class Explanation:
         """The output of step ``name`` (``"input"``: the input batch)."""
         return self.inputs if name == INPUT else self.activations[name]
 
-    def input_of(self, name: str) -> Tensor:
-        """The activation entering step ``name`` (its first input)."""
-        return self.value(self.network.by_name[name].inputs[0])
+    def function(self, name: str) -> Callable[[Tensor], Tensor]:
+        """Step ``name`` as a function of its first input, every other value as stored."""
+        step = self.network.by_name[name]
+        values = ChainMap({INPUT: self.inputs}, self.activations, self.others)
+        return lambda x: step.run(values.new_child({step.inputs[0]: x}))
 
     def region(self, start: str, stop: str = INPUT) -> list[str]:
         """The steps relevance passes from the output of ``start`` down to the output of ``stop``, start first."""
         return self.network.region(start, stop)
 
+    @torch.no_grad()
     def propagate(self, relevance: Tensor, start: str, stop: str = INPUT, image: int = 0,
                   masks: Mapping[str, Tensor] | None = None, channels: Mapping[str, Tensor] | None = None,
                   reduce: Callable[[Tensor], Tensor] | None = None, backward: Backward | None = None) -> Tensor:
@@ -147,7 +154,13 @@ class Explanation:
         def step(name: str, relevance: Tensor, keep: Tensor | None) -> tuple:
             if name not in self.propagators:
                 raise ModelError(self.network.unsupported(name))
-            parts = self.propagators[name](relevance, image, keep)
+            try:
+                parts = self.propagators[name](relevance, image, keep)
+            except LRPWidgetsError:
+                raise
+            except Exception as error:  # noqa: BLE001 — said in one line, naming the step
+                raise ModelError(f"relevance cannot pass step '{name}' ({self.network.by_name[name].operation}): "
+                                 f"{_first_line(error)}") from None
             return parts if isinstance(parts, tuple) else (parts,)
         return step
 
@@ -178,6 +191,21 @@ def _walk(network: Network, region: list[str], relevance: Tensor, stop: str, mas
     return pending.get(stop)
 
 
+def _first_line(error: BaseException) -> str:
+    return ((str(error).strip().splitlines() or [type(error).__name__])[0])[:200]
+
+
+class _Applied(nn.Module):
+    """A step that is a function call, as a module for its rule."""
+
+    def __init__(self, function: Callable[[Tensor], Tensor]):
+        super().__init__()
+        self.function = function
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.function(x)
+
+
 class Explainer:
     """LRP for one model and composite; ``explain`` returns an :class:`Explanation`.
 
@@ -187,73 +215,115 @@ class Explainer:
 
     def __init__(self, model: nn.Module | LoadedModel, composite: Composite | str = "paper"):
         module = model.module if isinstance(model, LoadedModel) else model
+        if not isinstance(module, nn.Module):
+            raise ModelError(f"a model must be a torch.nn.Module, not {type(module).__name__}")
+        self.module = module
         self.network = trace(module)
         self.composite = get_composite(composite) if isinstance(composite, str) else composite
+        first = next((step.module for step in self.network.steps if isinstance(step.module, nn.Conv2d)), None)
+        channels = first.in_channels if first is not None else None
         if isinstance(model, LoadedModel) and self.composite.bounds is None:  # z^B: the model's own pixel range
+            if channels is not None and len(model.mean) != channels:
+                raise ModelError(f"the model's mean and std have {len(model.mean)} values but its first convolution "
+                                 f"takes {channels} channels")
             self.composite = replace(self.composite, bounds=pixel_bounds(model.mean, model.std))
+        elif self.composite.bounds is None and channels not in (None, 3):
+            self.composite = replace(self.composite, bounds="data")
+            self.bounds_note = (f"z^B: ImageNet's 3-channel pixel range does not fit a {channels}-channel input; its "
+                                "bounds are the input's own range (give the model's mean and std for exact bounds)")
         self.rules = self.composite.rules(self.network)
         parameter = next(module.parameters(), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")
+        self.checked = False  # the engine's logits compared with the model's own, on the first input
 
-    def forward(self, x: Tensor, bind: bool = False) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Propagator]]:
-        """Every step's output, the max-pool switches and (``bind``) each step's propagator.
+    bounds_note = ""
+
+    def _input_channels(self) -> int | None:
+        """The channels the first convolution takes, where the input goes straight to it."""
+        first = self.network.steps[1] if len(self.network.steps) > 1 else None
+        if first is not None and isinstance(first.module, nn.Conv2d) and first.inputs == (INPUT,):
+            return first.module.in_channels
+        return None
+
+    def forward(self, x: Tensor, bind: bool = False) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Propagator],
+                                                            dict[str, Any]]:
+        """Every step's output, the forward state rules need (max-pool switches), (``bind``) each step's
+        propagator, and the outputs that are no tensors.
 
         A ReLU whose input is read by nothing else, and comes from a Conv2d/Linear layer or an addition,
         rectifies it in place, so both names share the rectified tensor; rules that need the
         pre-activation (LRP-ε) keep their own z.
         """
-        network = self.network
         env: dict = {INPUT: x}
-        activations, indices, propagators = {}, {}, {}
-        for step in network.steps[1:]:
-            module = step.module
-            a = env[step.inputs[0]] if step.inputs else None
-            if isinstance(module, (nn.ReLU, nn.ReLU6)):
-                in_place = self._rectifies_in_place(step)
-                if isinstance(module, nn.ReLU):
-                    out = F.relu_(a) if in_place else F.relu(a)
-                else:
-                    out = F.hardtanh_(a, 0.0, 6.0) if in_place else F.hardtanh(a, 0.0, 6.0)
-            elif isinstance(module, nn.MaxPool2d):
-                out, switches = F.max_pool2d(a, module.kernel_size, module.stride, module.padding,
-                                             module.dilation, module.ceil_mode, return_indices=True)
-                indices[step.name] = switches.int() if a[0, 0].numel() < 2**31 else switches  # half the bytes
-            elif isinstance(module, nn.BatchNorm2d):  # eval semantics, whatever the module's mode
-                out = F.batch_norm(a, module.running_mean, module.running_var, module.weight, module.bias,
-                                   False, 0.0, module.eps)
-            elif isinstance(module, (nn.Dropout, nn.Identity)):
-                out = a
-            else:
-                out = step.run(env)
+        activations, states, propagators, others = {}, {}, {}, {}
+        for step in self.network.steps[1:]:
+            try:
+                out = self._run(step, env, states)
+            except LRPWidgetsError:
+                raise
+            except Exception as error:  # noqa: BLE001 — any failure is said in one line, naming the step
+                raise ModelError(f"step '{step.name}' ({step.operation}) failed on an input of shape "
+                                 f"{tuple(x.shape)}: {_first_line(error)}") from None
             env[step.name] = out
-            if isinstance(out, Tensor):
-                activations[step.name] = out
-            if bind and module is not None:
-                inputs = tuple(env[name] for name in step.inputs) if isinstance(module, (Add, Cat, Gate)) else a
-                bound = (out, indices[step.name]) if step.name in indices else out
-                propagators[step.name] = self.rules[step.name].bind(module, inputs, bound)
-        return activations, indices, propagators
+            (activations if isinstance(out, Tensor) else others)[step.name] = out
+            if bind and step.op is not None and step.name in self.network.relevant:
+                propagators[step.name] = self._bind(step, env, out, states.get(step.name))
+        return activations, states, propagators, others
+
+    def _run(self, step: Step, env: dict, states: dict) -> Any:
+        op = step.op
+        if op is None:
+            return step.run(env)
+        inputs = [env[name] for name in step.inputs]
+        if op.in_place is not None and self._rectifies_in_place(step):
+            return op.in_place(inputs[0])
+        if op.run is None:
+            return step.run(env)
+        out = op.run(step.module, *inputs)
+        if isinstance(out, tuple):
+            out, states[step.name] = out
+        return out
+
+    def _bind(self, step: Step, env: dict, out: Tensor, state: Any) -> Propagator:
+        inputs = tuple(env[name] for name in step.inputs)
+        if step.role in ("sum", "concat", "gate") or not inputs:
+            a = inputs
+        elif not isinstance(inputs[0], Tensor):
+            raise ModelError(f"relevance reaches step '{step.name}' ({step.operation}) from a value that is no tensor")
+        else:
+            a = inputs[0]
+        layer = step.module if step.module is not None else _Applied(
+            lambda x: step.run(ChainMap({step.inputs[0]: x}, env)))
+        try:
+            return self.rules[step.name].bind(layer, a, out if state is None else (out, state))
+        except LRPWidgetsError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            raise ModelError(f"rule {self.rules[step.name]!r} cannot explain step '{step.name}' ({step.operation}): "
+                             f"{_first_line(error)}") from None
 
     def _rectifies_in_place(self, step: Step) -> bool:
         source = self.network.by_name[step.inputs[0]]
-        return (source.name != INPUT and isinstance(source.module, (nn.Conv2d, nn.Linear, Add))
-                and self.network.consumers[source.name] == [step.name])
+        return source.role in ("weighted", "sum") and self.network.consumers[source.name] == [step.name]
 
     @torch.no_grad()
     def explain(self, x: Tensor, target: int | Sequence[int] | Tensor | None = None) -> Explanation:
         """Explain a batch ``x`` (N, C, H, W) for ``target`` (one class for all, one per image, or the top-1)."""
-        x = x.to(self.device)
-        if not torch.isfinite(x).all():
-            raise ImageError("the input holds NaN or infinite values: nothing to explain")
-        activations, indices, propagators = self.forward(x, bind=True)
-        logits = activations[self.network.output]
-        if logits.dim() != 2:
-            raise ModelError(f"the model's output has shape {tuple(logits.shape)}: LRP here explains class scores "
-                             "(one row of scores per image)")
+        x = self.check_input(x)
+        if self.bounds_note:
+            warnings.warn(self.bounds_note, stacklevel=2)
+        activations, indices, propagators, others = self.forward(x, bind=True)
+        logits = activations.get(self.network.output)
+        if logits is None or logits.dim() != 2:
+            shape = tuple(logits.shape) if logits is not None else type(others[self.network.output]).__name__
+            raise ModelError(f"the model's output has shape {shape}: LRP here explains class scores (one row of "
+                             "scores per image)")
+        if not self.checked:
+            self._check_fidelity(x, logits)
         targets = self._targets(target, logits)
         relevance = torch.zeros_like(logits)
         relevance.scatter_(1, targets[:, None], logits.gather(1, targets[:, None]))
-        explanation = Explanation(self.network, x, logits, targets, activations, {}, propagators, indices)
+        explanation = Explanation(self.network, x, logits, targets, activations, {}, propagators, indices, others)
         region = explanation.region(self.network.output)
         relevances: dict[str, Tensor] = {}
         result = _walk(self.network, region, relevance, INPUT, {}, {}, explanation._lrp_step(None), relevances)
@@ -261,12 +331,65 @@ class Explainer:
         explanation.relevances = relevances
         return explanation
 
+    def check_input(self, x: Any) -> Tensor:
+        """The input on the model's device, or one line on what is wrong with it."""
+        if not isinstance(x, Tensor):
+            raise ImageError(f"the input must be a torch.Tensor of shape (N, C, H, W), not {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ImageError(f"the input has dtype {x.dtype}: give floats, preprocessed as the model expects "
+                             "(e.g. the model's transform, or x.float() / 255 and its normalisation)")
+        channels = self._input_channels()
+        if channels is not None:
+            if x.dim() != 4:
+                hint = ": add the batch dimension, x[None]" if x.dim() == 3 and x.shape[0] == channels else ""
+                raise ImageError(f"the input has shape {tuple(x.shape)}; the model takes a batch (N, {channels}, H, W)"
+                                 f"{hint}")
+            if x.shape[1] != channels:
+                raise ImageError(f"the input has {x.shape[1]} channel{'s' if x.shape[1] != 1 else ''} but the model's "
+                                 f"first convolution '{self.network.steps[1].name}' takes {channels}")
+        if x.numel() == 0:
+            raise ImageError(f"the input of shape {tuple(x.shape)} is empty: nothing to explain")
+        x = x.to(self.device)
+        if not torch.isfinite(x).all():
+            raise ImageError("the input holds NaN or infinite values: nothing to explain")
+        return x
+
+    def _check_fidelity(self, x: Tensor, logits: Tensor) -> None:
+        """The engine replays the traced graph: its logits must be the model's own on the first input, else
+        the explanation would be of another function."""
+        modes = [(module, module.training) for module in self.module.modules()]
+        try:
+            self.module.eval()
+            expected = self.module(x[:1].clone())
+        except Exception as error:  # noqa: BLE001 — the user's model failing on its own input, in one line
+            raise ModelError(f"{type(self.module).__name__} fails on the input: {_first_line(error)}") from None
+        finally:
+            for module, mode in modes:
+                module.train(mode)
+        if not isinstance(expected, Tensor) or expected.shape != logits[:1].shape:
+            raise ModelError(f"{type(self.module).__name__} returns {type(expected).__name__} where its traced graph "
+                             f"returns a tensor of shape {tuple(logits[:1].shape)}")
+        difference = float((expected - logits[:1]).abs().max())
+        scale = max(float(expected.abs().max()), 1.0)
+        if not difference <= 1e-3 * scale:
+            raise ModelError(f"the traced graph of {type(self.module).__name__} computes other scores than the model "
+                             f"(max difference {difference:.3g} of {scale:.3g}): an in-place change of a tensor read "
+                             "elsewhere, or control flow that depends on the data; LRP here explains only what it "
+                             "replays exactly")
+        self.checked = True
+
     @staticmethod
     def _targets(target, logits: Tensor) -> Tensor:
         n, classes = logits.shape
         if target is None:
             return logits.argmax(1)
-        targets = torch.as_tensor(target, device=logits.device).long().flatten()
+        values = target.flatten().tolist() if isinstance(target, Tensor) else (
+            list(target) if isinstance(target, (list, tuple)) else [target])
+        bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Integral)), None)
+        if bad is not None or not values:
+            raise TargetError(f"target {bad!r} is not a class index: give an integer (or one per image)"
+                              if values else "no target given: give a class index")
+        targets = torch.as_tensor(values, device=logits.device).long()
         if targets.numel() == 1:
             targets = targets.expand(n)
         if targets.numel() != n:

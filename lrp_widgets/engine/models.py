@@ -13,8 +13,11 @@ file-backed: shared by every kernel on a server and reclaimable, not anonymous m
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import os
 import pickle
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -25,23 +28,12 @@ import torch
 import torchvision
 from PIL import Image
 from torch import nn
+from torchvision import transforms
 
 from ..errors import ModelError, WeightsError
-from .images import IMAGENET_MEAN, IMAGENET_STD, preprocess
+from .families import FAMILIES, MODELS  # noqa: F401 — the names load_model accepts, by family
+from .images import IMAGENET_MEAN, IMAGENET_STD, crop_aspect, preprocess, to_rgb
 
-#: Model names accepted by :func:`load_model`, by family.
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "VGG": ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"),
-    "ResNet": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
-    "ResNeXt": ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d"),
-    "Wide ResNet": ("wide_resnet50_2", "wide_resnet101_2"),
-    "DenseNet": ("densenet121", "densenet169"),
-    "MobileNet": ("mobilenet_v2",),
-    "GoogLeNet": ("googlenet",),
-    "SqueezeNet": ("squeezenet1_0", "squeezenet1_1"),
-    "AlexNet": ("alexnet",),
-}
-MODELS = tuple(name for names in FAMILIES.values() for name in names)
 RANDOM_SEED = 0
 #: GoogLeNet's ImageNet weights expect its ``transform_input``, which renormalises ImageNet-normalised
 #: images to (x − 0.5) / 0.5; the same normalisation is applied in preprocessing instead, so the traced
@@ -60,12 +52,15 @@ UNTRAINED_MESSAGE = ("random (untrained) weights: the explanations show how LRP 
 @dataclass
 class LoadedModel:
     """A model in eval mode and what the app needs to say about it: its class names and how an image
-    becomes its input (``transform``, or resize 256, centre-crop 224 and normalise with ``mean``/``std``).
+    becomes its input (``transform``, or resize 256, centre-crop 224 and normalise with ``mean``/``std``,
+    one value per input channel: z^B's pixel bounds come from them too).
 
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     >>> LoadedModel.of(net, categories=["cat", "dog"]).category(1)
     'dog'
+    >>> LoadedModel.of(net, size=32).preprocess(Image.new("RGB", (64, 48))).shape
+    torch.Size([3, 32, 32])
     """
 
     module: nn.Module
@@ -76,18 +71,37 @@ class LoadedModel:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     transform: Callable[[Image.Image], torch.Tensor] | None = None
+    #: the input's side (the centre crop) where known
+    size: int | None = 224
     #: explainers by composite, made once: they hold the traced network and its folded batch norms
     explainers: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, module: nn.Module, categories: Sequence[str] = (), name: str | None = None,
-           transform: Callable[[Image.Image], torch.Tensor] | None = None, mean: Sequence[float] = IMAGENET_MEAN,
-           std: Sequence[float] = IMAGENET_STD) -> "LoadedModel":
-        """A user's own module (its weights as they are: counted as trained)."""
+           transform: Callable[[Image.Image], torch.Tensor] | None = None, mean: Sequence[float] | None = None,
+           std: Sequence[float] | None = None, size: int = 224) -> "LoadedModel":
+        """A user's own module (its weights as they are: counted as trained). ``mean``/``std``: its normalisation
+        (default ImageNet's); without a ``transform``, an image is resized to round(size·256/224), centre-cropped
+        to ``size`` and normalised with them."""
         if not isinstance(module, nn.Module):
             raise ModelError(f"a model must be a torch.nn.Module, not {type(module).__name__}")
-        return cls(module, name or type(module).__name__, "own", True, list(categories), tuple(mean), tuple(std),
-                   transform)
+        name = name or type(module).__name__
+        mean, std = tuple(IMAGENET_MEAN if mean is None else mean), tuple(IMAGENET_STD if std is None else std)
+        channels = next((m.in_channels for m in module.modules() if isinstance(m, nn.Conv2d)), len(mean))
+        if len(mean) != channels or len(std) != channels:
+            raise ModelError(f"{name} takes {channels}-channel inputs: give mean and std with {channels} values each "
+                             f"(not {len(mean)} and {len(std)})")
+        if min(std) <= 0:
+            raise ModelError(f"std must be positive, not {', '.join(map(str, std))}")
+        if size < 1:
+            raise ModelError(f"the input size must be at least 1 pixel, not {size}")
+        if transform is not None:
+            size = None  # the transform decides
+        elif size != 224:
+            transform = transforms.Compose([to_rgb, crop_aspect, transforms.Resize(round(size * 256 / 224)),
+                                            transforms.CenterCrop(size), transforms.ToTensor(),
+                                            transforms.Normalize(mean, std)])
+        return cls(module, name, "own", True, list(categories), mean, std, transform, size)
 
     def category(self, index: int) -> str:
         return self.categories[index] if 0 <= index < len(self.categories) else f"class {index}"
@@ -95,6 +109,88 @@ class LoadedModel:
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The model's input for one image (C, H, W)."""
         return self.transform(image) if self.transform is not None else preprocess(image, self.mean, self.std)
+
+
+def load_user_model(spec: str, weights: str | Path | None = None, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None, size: int = 224, categories: Sequence[str] = ()) -> LoadedModel:
+    """Your own network by its import path, as uvicorn takes apps: ``module.path:attribute`` (the current folder
+    importable) or ``path/to/file.py:attribute``, naming an ``nn.Module`` or a callable that returns one (called
+    with no arguments). ``weights``: ``None``/``"own"`` (as the module has them) or a state-dict file; ``mean``,
+    ``std``, ``size``: see :meth:`LoadedModel.of`. Every error is one :class:`ModelError` line naming ``spec``.
+    """
+    if weights in ("imagenet", "random", "auto"):
+        raise WeightsError(f"weights '{weights}' are for torchvision's models: your model '{spec}' takes its own "
+                           "(own, the default) or a state-dict file")
+    module = _user_module(spec)
+    label = "own"
+    if weights not in (None, "own"):
+        module.load_state_dict(_read_state_dict(Path(weights), module, spec))
+        label = str(weights)
+    model = LoadedModel.of(module.eval().requires_grad_(False), categories, spec, mean=mean, std=std, size=size)
+    model.weights = label
+    shape = (1, len(model.mean), model.size, model.size)
+    parameter = next(module.parameters(), None)
+    try:
+        with torch.no_grad():
+            module(torch.zeros(shape, device=parameter.device if parameter is not None else "cpu"))
+    except Exception as error:  # noqa: BLE001 - any failure of the user's forward is reported in one line
+        raise ModelError(f"model '{spec}' does not take inputs of shape {tuple(shape)} ({_first_line(error)}): "
+                         "give its input size (--size)") from None
+    return model
+
+
+def _user_module(spec: str) -> nn.Module:
+    """The ``nn.Module`` that ``module.path:attribute`` or ``file.py:attribute`` names (a callable is called)."""
+    source, colon, attribute = spec.rpartition(":")
+    if not colon or not source or not attribute:
+        raise ModelError(f"unknown model '{spec}': give a torchvision name such as vgg16 or resnet50 (all in "
+                         "lrp_widgets.engine.models.MODELS) or your own as module.path:attribute or file.py:attribute")
+    value = _import(source, spec)
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            raise ModelError(f"model '{spec}': {source} has no attribute '{attribute}'")
+        value = getattr(value, part)
+    if isinstance(value, nn.Module):
+        return value
+    if not callable(value):
+        raise ModelError(f"model '{spec}': {attribute} (of type {type(value).__name__}) is not a torch.nn.Module "
+                         "nor a function that returns one")
+    try:
+        value = value()
+    except Exception as error:  # noqa: BLE001 - the user's code may raise anything
+        raise ModelError(f"model '{spec}': {attribute}() failed ({_first_line(error)})") from None
+    if not isinstance(value, nn.Module):
+        raise ModelError(f"model '{spec}': {attribute}() returned a value of type {type(value).__name__}, not a "
+                         "torch.nn.Module")
+    return value
+
+
+def _import(source: str, spec: str):
+    """The Python module ``source`` (a dotted name, the current folder importable like uvicorn's, or a .py file)."""
+    if source.endswith(".py") and not Path(source).is_file():
+        raise ModelError(f"model '{spec}': file '{source}' does not exist")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        if not source.endswith(".py"):
+            return importlib.import_module(source)
+        found = importlib.util.spec_from_file_location(f"_lrp_widgets_user.{Path(source).stem}", source)
+        module = importlib.util.module_from_spec(found)
+        sys.modules[found.name] = module  # dataclasses and the like look their module up
+        found.loader.exec_module(module)
+        return module
+    except ModuleNotFoundError as error:
+        if error.name and (source + ".").startswith(error.name + "."):
+            raise ModelError(f"model '{spec}': no module named '{error.name}' (run from the folder that holds it, "
+                             "or install it)") from None
+        raise ModelError(f"model '{spec}': importing {source} failed ({_first_line(error)})") from None
+    except Exception as error:  # noqa: BLE001 - the user's code may raise anything
+        raise ModelError(f"model '{spec}': importing {source} failed ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:120]}" if text else type(error).__name__
 
 
 def weights_enum(name: str) -> torchvision.models.WeightsEnum:
@@ -109,6 +205,16 @@ def _builder(name: str, pretrained: bool) -> Callable[[], nn.Module]:
     if name == "googlenet":
         return lambda: builder(weights=None, aux_logits=pretrained, transform_input=False, init_weights=not pretrained)
     return lambda: builder(weights=None)
+
+
+def skeleton(builder: Callable[[], nn.Module]) -> nn.Module:
+    """The model without weights: on the meta device, no memory and no initialisation (the parameters come
+    from a mapped file). RegNet computes its widths with tensors, so it is built on the CPU."""
+    try:
+        with torch.device("meta"):
+            return builder()
+    except NotImplementedError:
+        return builder()
 
 
 def load_model(name: str = "vgg16", weights: str | Path | None = "random", progress: bool = True,
@@ -126,8 +232,7 @@ def load_model(name: str = "vgg16", weights: str | Path | None = "random", progr
     enum = weights_enum(name)
     categories = list(enum.meta["categories"])
     builder = _builder(name, weights not in (None, "random"))
-    with torch.device("meta"):  # no memory, no initialisation: the parameters come from the mapped file
-        module = builder()
+    module = skeleton(builder)
     if weights in (None, "random"):
         state = _mapped(f"{name}-random-seed{RANDOM_SEED}.pt", lambda: _random_state(builder))
         warnings.warn(UNTRAINED_MESSAGE, UntrainedWeightsWarning, stacklevel=2)

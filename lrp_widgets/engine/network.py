@@ -2,10 +2,10 @@
 
 Every operation that carries relevance becomes a :class:`Step`: a module call (named by the module's
 path, e.g. ``layer1.0.conv1``), or a function in a module's ``forward`` (named after that module and
-the operation: ``layer1.0.add``). Functional relu, pooling, flatten and dropout become the equivalent
-modules; ``+`` becomes :class:`Add`, ``torch.cat`` :class:`Cat`, ``*`` :class:`Gate`. Batch norm right
-after a convolution is folded into it, on a copy: the user's model is never changed. Shape queries
-(``x.size(0)``) are evaluated but carry no relevance.
+the operation: ``layer1.0.add``). What each operation is — its role, rule and deconvnet step — comes from
+the registry in :mod:`.operations`. Batch norm right after a convolution is folded into it, on a copy:
+the user's model is never changed. Shape queries (``x.size(0)``) are evaluated but carry no relevance. An
+in-place operation (``h += f(h)``) is replayed as eager PyTorch runs it: later readers of ``h`` see the sum.
 
 >>> from torchvision.models import resnet18
 >>> network = trace(resnet18())
@@ -18,82 +18,54 @@ import copy
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, fx, nn
+from torch import fx, nn
 
 from ..errors import ModelError, TargetError
+from .operations import Operation, is_in_place, match, out_of_place, supported
 
-#: Layers that carry weights: the neurons of the graph live here.
-WEIGHTED = (nn.Conv2d, nn.Linear)
 #: The input step's name.
 INPUT = "input"
-
-
-class Add(nn.Module):
-    """``a + b + …``: a residual connection."""
-
-    def forward(self, *inputs: Tensor) -> Tensor:
-        total = inputs[0]
-        for x in inputs[1:]:
-            total = total + x
-        return total
-
-
-class Cat(nn.Module):
-    """``torch.cat(inputs, dim)``: concatenation of feature maps (DenseNet, GoogLeNet, SqueezeNet)."""
-
-    def __init__(self, dim: int = 1):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, *inputs: Tensor) -> Tensor:
-        return torch.cat(inputs, self.dim)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
-
-
-class Gate(nn.Module):
-    """``signal * gate``, the gate broadcast over the signal (squeeze-and-excitation)."""
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return a * b
-
-
-#: Module types a step may hold, and what they are to LRP.
-PASSING = (nn.ReLU, nn.ReLU6, nn.Dropout, nn.Identity, nn.BatchNorm2d)
-POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-SUPPORTED = (*WEIGHTED, *PASSING, *POOLS, nn.Flatten, Add, Cat, Gate)
+#: A part picked from a result: ``result[i]``, ``result.values``.
+_PICKS = ("function operator.getitem", "function builtins.getattr")
+#: Calls whose output is a tuple that ``[i]`` picks from: the pick reads the tensor itself.
+_SPLITS = {"chunk", "split", "unbind", "tensor_split", torch.chunk, torch.split, torch.unbind, torch.tensor_split}
 
 
 @dataclass(eq=False)
 class Step:
-    """One operation: its name, the steps whose outputs it reads, and how it runs.
+    """One operation: its name, the steps whose outputs it reads, what it is and how it runs.
 
-    ``module`` is one of :data:`SUPPORTED` (``None`` for an operation LRP cannot pass, or one that
-    computes no tensor); ``call`` runs the operation from the outputs computed so far.
+    ``op`` is the operation's registry entry (``None`` for one LRP cannot pass, or one that computes no
+    tensor); ``module`` the module it runs or describes (a weighted layer, a pooling …); ``call`` replays
+    the traced call from the outputs computed so far (``None``: the module's call).
     """
 
     name: str
-    inputs: tuple[str, ...]  # the tensors the module is called with
+    inputs: tuple[str, ...]  # the tensors relevance flows to
     reads: tuple[str, ...]  # every value the operation reads (shape queries included)
+    op: Operation | None
     module: nn.Module | None
-    call: Callable[[dict[str, Any]], Any] | None = field(default=None, repr=False)  # None: the module's call
+    call: Callable[[Mapping[str, Any]], Any] | None = field(default=None, repr=False)
     scope: str = ""  # the module whose forward holds the operation
     operation: str = ""  # what it is, in words, for error messages
+    refusal: str = ""  # why the registry's entry for it refused it
 
-    def run(self, env: dict[str, Any]) -> Any:
+    def run(self, env: Mapping[str, Any]) -> Any:
         """The operation's output, from the outputs computed so far (``env``: step name → value)."""
         if self.call is not None:
             return self.call(env)
         return self.module(*(env[name] for name in self.inputs))
 
     @property
+    def role(self) -> str | None:
+        return self.op.role if self.op is not None else None
+
+    @property
     def weighted(self) -> bool:
-        return isinstance(self.module, WEIGHTED)
+        return self.role == "weighted"
 
 
 @dataclass
@@ -113,6 +85,8 @@ class Network:
         for step in self.steps:
             for name in step.reads:
                 self.consumers[name].append(step.name)
+        self.relevant = self._relevant()
+        self.cuts = self._cuts()
 
     @property
     def names(self) -> list[str]:
@@ -123,24 +97,55 @@ class Network:
     def weighted(self) -> list[str]:
         return [step.name for step in self.steps if step.weighted]
 
-    def check(self) -> None:
-        """Raise a :class:`ModelError` naming the first operation relevance would reach and cannot pass.
-        A gate's inputs are checked when it runs (which one is the signal depends on the shapes)."""
+    def _relevant(self, unknown_gates: bool = True) -> set[str]:
+        """The steps relevance may reach from the output: of a gate's factors the signal where the structure
+        names it, else both (``unknown_gates``) or neither (the shapes decide when it runs)."""
         reached = {self.output}
         for step in reversed(self.steps[1:]):
-            if step.name in reached:
-                if step.module is None:
-                    raise ModelError(self.unsupported(step.name))
-                if not isinstance(step.module, Gate):
+            if step.name in reached and step.op is not None:
+                signal = step.module.signal if step.role == "gate" else None
+                if signal is not None:
+                    reached.add(step.inputs[signal])
+                elif step.role != "gate" or unknown_gates:
                     reached.update(step.inputs)
+        return reached
+
+    def _cuts(self) -> set[str]:
+        """The relevant steps all relevance passes through on its way to the input (none bypasses them: a
+        chain of them is a graph without parallel branches between its layers)."""
+        covered = [0] * (len(self.steps) + 1)  # how many reads jump over each position
+        for step in self.steps:
+            if step.name in self.relevant and step.op is not None:
+                for source in step.inputs:
+                    if self.order[source] + 1 < self.order[step.name]:
+                        covered[self.order[source] + 1] += 1
+                        covered[self.order[step.name]] -= 1
+        cuts, jumps = set(), 0
+        for index, step in enumerate(self.steps):
+            jumps += covered[index]
+            if jumps == 0 and step.name in self.relevant:
+                cuts.add(step.name)
+        return cuts
+
+    def check(self) -> None:
+        """Raise a :class:`ModelError` naming the first operation relevance would reach and cannot pass (past
+        a gate whose signal only the shapes tell, when relevance reaches it)."""
+        reached = self._relevant(unknown_gates=False)
+        for step in reversed(self.steps[1:]):
+            if step.name in reached and step.op is None:
+                raise ModelError(self.unsupported(step.name))
 
     def unsupported(self, name: str) -> str:
-        """What to say when relevance reaches an operation that cannot pass it."""
+        """What to say when relevance reaches an operation that cannot pass it (for a part picked from an
+        operation's result, ``torch.sort(x).values``, that operation)."""
         step = self.by_name[name]
+        while step.operation in _PICKS and step.reads and self.by_name[step.reads[0]].op is None:
+            step = self.by_name[step.reads[0]]
+            name = step.name
         where = f" in module '{step.scope}'" if step.scope else ""
-        return (f"unsupported operation '{name}' ({step.operation}{where}): relevance can pass Conv2d, Linear, "
-                "ReLU, ReLU6, BatchNorm2d, max/average pooling, flatten/view/reshape, Dropout, +, torch.cat and "
-                "a gate's *")
+        if step.refusal:
+            return f"unsupported operation '{name}' ({step.operation}{where}): {step.refusal}"
+        return f"unsupported operation '{name}' ({step.operation}{where}): relevance can pass {supported()}"
 
     def region(self, start: str, stop: str = INPUT) -> list[str]:
         """The steps relevance passes from the output of ``start`` down to the output of ``stop`` (every
@@ -174,80 +179,6 @@ class Network:
         if name in self.blocks:
             return self.blocks[name]
         raise ModelError(f"unknown layer '{name}': give a module name such as {', '.join(self.weighted[:3])}")
-
-    def family(self) -> str:
-        """The torchvision family the model belongs to, or ``"custom"``."""
-        for family, module in _FAMILIES.items():
-            if isinstance(self.model, module()):
-                return family
-        return "custom"
-
-    def graph_layers(self) -> list[str]:
-        """The neuron graph's default layers, input to output: every residual block's output (ResNet),
-        every dense block and transition (DenseNet), every block of ``features`` (MobileNet), every
-        inception (GoogLeNet) or fire module (SqueezeNet), else every Conv2d/Linear layer; the output last."""
-        blocks = self.graph_blocks()
-        return [self.blocks[path] for path in blocks] + [self.output] if blocks else self.weighted
-
-    def graph_blocks(self) -> list[str]:
-        """The module names of the default graph's blocks (none for VGG-like and custom models)."""
-        family = self.family()
-        if family == "resnet":
-            paths = [f"{stage}.{index}" for stage in ("layer1", "layer2", "layer3", "layer4")
-                     for index in range(len(self.model.get_submodule(stage)))]
-        elif family == "densenet":
-            paths = [f"features.{name}" for name, _ in self.model.features.named_children()
-                     if name.startswith(("denseblock", "transition"))]
-        elif family == "mobilenet":
-            paths = [f"features.{name}" for name, _ in self.model.features.named_children()]
-        elif family in ("googlenet", "squeezenet"):
-            kind = "Inception" if family == "googlenet" else "Fire"
-            paths = [name for name, module in self.model.named_modules() if type(module).__name__ == kind]
-        else:
-            return []
-        return paths
-
-    def display_names(self) -> dict[str, str]:
-        """Readable names of steps: VGG's own (conv1_1 … conv5_3, pool1 … pool5, fc6 … fc8) for a VGG-like
-        chain — convs in blocks ended by max-pooling, then linear layers —, block names for block outputs,
-        else the step names.
-
-        >>> from torchvision.models import vgg16
-        >>> names = trace(vgg16()).display_names()
-        >>> names["features.0"], names["features.28"], names["features.30"], names["classifier.6"]
-        ('conv1_1', 'conv5_3', 'pool5', 'fc8')
-        """
-        names = {name: name for name in self.names}
-        # a step computing several blocks' outputs is named after the graph's block, else the innermost
-        # (layer1.2, not layer1)
-        names.update({step: block for block, step in sorted(self.blocks.items(), key=lambda item: len(item[0]))})
-        names.update({self.blocks[block]: block for block in self.graph_blocks()})
-        if self.family() not in ("vgg", "alexnet", "custom") or any(len(s.inputs) > 1 for s in self.steps):
-            return names
-        vgg, block, conv, linear = {}, 1, 0, 5
-        for step in self.steps[1:]:
-            if isinstance(step.module, nn.Conv2d):
-                conv += 1
-                vgg[step.name] = f"conv{block}_{conv}"
-            elif isinstance(step.module, nn.MaxPool2d):
-                vgg[step.name] = f"pool{block}"
-                block, conv = block + 1, 0
-            elif isinstance(step.module, nn.Linear):
-                linear += 1
-                vgg[step.name] = f"fc{linear}"
-        return {**names, **vgg} if any(name.startswith("pool") for name in vgg.values()) else names
-
-
-def _family(name: str) -> Callable[[], type]:
-    def module() -> type:
-        import torchvision.models as models
-        return getattr(models, name)
-    return module
-
-
-_FAMILIES = {"vgg": _family("VGG"), "alexnet": _family("AlexNet"), "resnet": _family("ResNet"),
-             "densenet": _family("DenseNet"), "mobilenet": _family("MobileNetV2"), "googlenet": _family("GoogLeNet"),
-             "squeezenet": _family("SqueezeNet")}
 
 
 class _Tracer(fx.Tracer):
@@ -286,16 +217,17 @@ def _build(model: nn.Module, graph: fx.Graph, module_outputs: dict[str, fx.Node]
     placeholders = [node for node in graph.nodes if node.op == "placeholder"]
     if len(placeholders) != 1:
         raise ModelError(f"{type(model).__name__} takes {len(placeholders)} inputs: LRP here explains models of one image")
+    _replay_in_place(graph, model)
     names: dict[fx.Node, str] = {placeholders[0]: INPUT}
-    steps: list[Step] = [Step(INPUT, (), (), None, operation="input")]
+    steps: list[Step] = [Step(INPUT, (), (), None, None, operation="input")]
     taken: Counter = Counter()
     by_name: dict[str, Step] = {}
     for node in graph.nodes:
         if node.op in ("placeholder", "output"):
             continue
-        module, operation = _operation(model, node)
+        op, module, operation, refusal = match(node, model)
         reads = tuple(dict.fromkeys(names[n] for n in node.all_input_nodes))
-        if isinstance(module, nn.BatchNorm2d) and len(reads) == 1:
+        if op is not None and op.name == "batch_norm" and isinstance(module, nn.BatchNorm2d) and len(reads) == 1:
             source = by_name.get(reads[0])
             if source is not None and isinstance(source.module, nn.Conv2d) and len(node.all_input_nodes[0].users) == 1:
                 source.module = fold_batch_norm(source.module, module)
@@ -303,14 +235,15 @@ def _build(model: nn.Module, graph: fx.Graph, module_outputs: dict[str, fx.Node]
                 continue
         name = _unique(_name(node), taken)
         names[node] = name
-        if module is None:
-            inputs, call = reads, _generic(model, node, names)
-        elif node.op == "call_method" and node.target in _RESHAPES:
-            inputs, call = (names[node.args[0]],), _generic(model, node, names)
-        else:
-            sources = _concatenated(node) if isinstance(module, Cat) else node.all_input_nodes
-            inputs, call = tuple(names[n] for n in sources), None
-        step = Step(name, inputs, reads, module, call, _scope(node), operation)
+        if getattr(module, "inplace", False):  # the step runs out of place: the engine shares tensors itself
+            module = copy.copy(module)
+            module.inplace = False
+        call = None if node.op == "call_module" and module is not None else _generic(model, node, names)
+        inputs = reads if op is None else tuple(names[n] for n in op.inputs(node))
+        source = node.args[0] if node.target is operator.getitem else None
+        if isinstance(source, fx.Node) and (source.target in _SPLITS) and source.args:
+            inputs, call = (names[source.args[0]],), _picked(_generic(model, source, names), node.args[1])
+        step = Step(name, inputs, reads, op, module, call, _scope(node), operation, refusal)
         steps.append(step)
         by_name[name] = step
     out = next(node for node in graph.nodes if node.op == "output").args[0]
@@ -325,17 +258,37 @@ def _build(model: nn.Module, graph: fx.Graph, module_outputs: dict[str, fx.Node]
     return network
 
 
-def _generic(model: nn.Module, node: fx.Node, names: dict[fx.Node, str]) -> Callable[[dict], Any]:
-    """Run the node as traced, from the values computed so far."""
-    def run(env: dict) -> Any:
+def _replay_in_place(graph: fx.Graph, model: nn.Module) -> None:
+    """Readers of a tensor after an in-place operation on it read the operation's result, as in eager
+    PyTorch (fx would give them the value from before)."""
+    order = {node: index for index, node in enumerate(graph.nodes)}
+    for node in list(graph.nodes):
+        if not node.args or not isinstance(node.args[0], fx.Node) or not is_in_place(node, model):
+            continue
+        changed = node.args[0]
+        for user in list(changed.users):
+            if user is not node and order[user] > order[node]:
+                user.replace_input_with(changed, node)
+
+
+def _picked(split: Callable[[Mapping[str, Any]], Any], index: Any) -> Callable[[Mapping[str, Any]], Any]:
+    """``split(x)[index]`` from the values computed so far: a chunk of a tensor reads the tensor."""
+    return lambda env: split(env)[index]
+
+
+def _generic(model: nn.Module, node: fx.Node, names: dict[fx.Node, str]) -> Callable[[Mapping[str, Any]], Any]:
+    """Run the node as traced (out of place), from the values computed so far."""
+    target, kwargs = out_of_place(node)
+
+    def run(env: Mapping[str, Any]) -> Any:
         args = fx.node.map_arg(node.args, lambda n: env[names[n]])
-        kwargs = fx.node.map_arg(node.kwargs, lambda n: env[names[n]])
+        keywords = fx.node.map_arg(kwargs, lambda n: env[names[n]])
         if node.op == "call_function":
-            return node.target(*args, **kwargs)
+            return target(*args, **keywords)
         if node.op == "call_method":
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
+            return getattr(args[0], target)(*args[1:], **keywords)
         if node.op == "call_module":
-            return model.get_submodule(str(node.target))(*args, **kwargs)
+            return model.get_submodule(str(node.target))(*args, **keywords)
         value = model  # get_attr
         for part in str(node.target).split("."):
             value = getattr(value, part)
@@ -366,75 +319,14 @@ def _unique(name: str, taken: Counter) -> str:
     return name if count == 0 else f"{name}@{count}"
 
 
-_ADD = {operator.add, operator.iadd, torch.add}
-_MUL = {operator.mul, operator.imul, torch.mul}
-_RESHAPES = {"view", "reshape"}
-
-
-def _flatten(args: list, kwargs: dict) -> nn.Flatten:
-    start = args[0] if args else kwargs.get("start_dim", 0)
-    end = args[1] if len(args) > 1 else kwargs.get("end_dim", -1)
-    return nn.Flatten(start, end)
-
-
-_FUNCTIONS: dict[Any, Callable[[list, dict], nn.Module]] = {
-    F.relu: lambda a, k: nn.ReLU(), torch.relu: lambda a, k: nn.ReLU(), F.relu6: lambda a, k: nn.ReLU6(),
-    F.dropout: lambda a, k: nn.Dropout(), torch.flatten: _flatten,
-    F.max_pool2d: lambda a, k: nn.MaxPool2d(*a, **{n: v for n, v in k.items() if n != "return_indices"}),
-    F.avg_pool2d: lambda a, k: nn.AvgPool2d(*a, **k), F.adaptive_avg_pool2d: lambda a, k: nn.AdaptiveAvgPool2d(*a, **k),
-}
-_METHODS: dict[str, Callable[[list, dict], nn.Module]] = {
-    "relu": lambda a, k: nn.ReLU(), "relu_": lambda a, k: nn.ReLU(), "flatten": _flatten,
-}
-
-
-def _concatenated(node: fx.Node):
-    """The tensors a ``torch.cat`` node joins (positional or ``tensors=``)."""
-    return node.args[0] if node.args else node.kwargs.get("tensors")
-
-
-def _operation(model: nn.Module, node: fx.Node) -> tuple[nn.Module | None, str]:
-    """The supported module a node amounts to (``None`` if none) and the operation in words."""
-    if node.op == "call_module":
-        module = model.get_submodule(str(node.target))
-        return (module if isinstance(module, SUPPORTED) else None), f"module {type(module).__name__}"
-    if node.op not in ("call_function", "call_method"):
-        return None, f"{node.op} {node.target}"
-    target = node.target
-    if node.op == "call_method":
-        words = f"method Tensor.{target}"
-    else:
-        words = "function " + ".".join(filter(None, (getattr(target, "__module__", None),
-                                                      getattr(target, "__name__", str(target)))))
-        words = words.replace("_operator.", "operator.").replace("torch._C._nn.", "torch.nn.functional.")
-    tensors = node.all_input_nodes
-    constants = [a for a in node.args[1:] if not isinstance(a, fx.Node)]
-    if any(isinstance(v, fx.Node) for v in node.kwargs.values()):
-        return None, words
-    kwargs = {k: v for k, v in node.kwargs.items() if k not in ("inplace", "training")}
-    two_tensors = len(tensors) == 2 and len(node.args) == 2 and not node.kwargs
-    if target in _ADD or target in ("add", "add_"):
-        return (Add() if two_tensors else None), words
-    if target in _MUL or target in ("mul", "mul_"):
-        return (Gate() if two_tensors else None), words
-    if target is torch.cat:
-        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-        listed = isinstance(_concatenated(node), (list, tuple)) and all(isinstance(n, fx.Node) for n in _concatenated(node))
-        return (Cat(dim) if listed else None), words
-    if node.op == "call_method" and target in _RESHAPES:
-        return nn.Flatten(), words  # relevance takes the input's shape back, whatever the new shape
-    builders = _METHODS if node.op == "call_method" else _FUNCTIONS
-    if target in builders and len(tensors) == 1:
-        return builders[target](constants, kwargs), words
-    return None, words
-
-
 def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A copy of ``conv`` that computes ``bn(conv(x))`` (eval mode)."""
+    """A copy of ``conv`` that computes ``bn(conv(x))`` (eval mode; without affine parameters: weight 1, bias 0)."""
     fused = copy.copy(conv)
     fused._parameters = dict(conv._parameters)
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    weight = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
+    scale = weight / torch.sqrt(bn.running_var + bn.eps)  # as zennit's merge computes it, to the last bit
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    shift = bn.bias.detach() if bn.bias is not None else 0.0
     fused.weight = nn.Parameter(conv.weight.detach() * scale[:, None, None, None], requires_grad=False)
-    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach(), requires_grad=False)
+    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
     return fused

@@ -105,17 +105,41 @@ def _identity(param: Tensor, name: str) -> Tensor:
 
 
 def _forward(layer: nn.Module, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The layer's own forward with other parameters: padding modes, ``padding="same"``, dilation and groups
+    are the module's."""
     if isinstance(layer, nn.Conv2d):
-        return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+        return layer._conv_forward(x, weight, bias)
     return F.linear(x, weight, bias)
+
+
+def _plain(layer: nn.Conv2d) -> bool:
+    """A convolution whose transpose is ``conv_transpose2d``: zero padding given in numbers."""
+    return layer.padding_mode == "zeros" and isinstance(layer.padding, tuple)
+
+
+def channel_sparse(layer: nn.Module) -> bool:
+    """Whether :func:`transpose_channels` applies (one output channel per row, without the others)."""
+    return isinstance(layer, nn.Linear) or (layer.groups == 1 and _plain(layer))
 
 
 def transpose(layer: nn.Module, s: Tensor, weight: Tensor, input_shape: Sequence[int]) -> Tensor:
     """The transpose of the layer's linear map applied to ``s`` (dense)."""
     if isinstance(layer, nn.Linear):
         return s @ weight
+    if not _plain(layer):  # reflected, circular or "same" padding: the gradient of the module's own forward
+        x = s.new_zeros(s.shape[0], *input_shape[1:]).requires_grad_()
+        with torch.enable_grad():
+            return torch.autograd.grad(layer._conv_forward(x, weight, None), x, s)[0]
     return F.conv_transpose2d(s, weight, None, layer.stride, layer.padding,
                               _output_padding(layer, s.shape[-2:], input_shape[-2:]), layer.groups, layer.dilation)
+
+
+def gradient(function: Callable[[Tensor], Tensor], a: Tensor, v: Tensor, image: int | None = None) -> Tensor:
+    """``Jᵀv`` for a linear ``function`` (pooling, resampling, …) at the stored input ``a``, row by row of ``v``."""
+    ai = _select(a, image)
+    x = ai.detach().expand(v.shape[0], *ai.shape[1:]).requires_grad_()
+    with torch.enable_grad():
+        return torch.autograd.grad(function(x), x, v)[0]
 
 
 def _output_padding(layer: nn.Conv2d, out_size: Sequence[int], in_size: Sequence[int]) -> tuple[int, int]:
@@ -172,19 +196,19 @@ class LinearRule(Rule):
             z = _signed_sum([(sign, _forward(layer, x, w, b)) for sign, x, w, b in params])
         z = stabilize(z, self.stabilizer)
         divide = torch.div if self.stabilizer > 0 else safe_divide  # a stabilised z is never 0
-        ungrouped = isinstance(layer, nn.Linear) or layer.groups == 1
+        sparse = channel_sparse(layer)
 
         def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> Tensor:
             zi = _select(z, image)
             shape = (relevance.shape[0], *a.shape[1:])
             if channels is not None:
                 rows = torch.arange(relevance.shape[0], device=relevance.device)
-                if ungrouped:
+                if sparse:
                     zc = zi[0, channels] if zi.shape[0] == 1 else zi[rows, channels]
                     s = divide(relevance[rows, channels], zc)
                     return _signed_sum([(sign, transpose_channels(layer, s, w, channels, shape).mul_(_select(x, image)))
                                         for sign, x, w, _ in params])
-                relevance = keep_channels(relevance, channels)  # a grouped conv: the dense transpose of one channel
+                relevance = keep_channels(relevance, channels)  # grouped or padded: the dense transpose of one channel
             s = divide(relevance, zi)
             return _signed_sum([(sign, transpose(layer, s, w, shape).mul_(_select(x, image)))
                                 for sign, x, w, _ in params])
@@ -258,15 +282,19 @@ class Flat(LinearRule):
 class ZBox(LinearRule):
     """z^B for the input layer, with pixel bounds ``low ≤ x ≤ high`` (per channel or per pixel).
 
-    ``z = Σ x·w − l·w⁺ − h·w⁻``; the bias terms cancel (as in zennit).
+    ``z = Σ x·w − l·w⁺ − h·w⁻``; the bias terms cancel (as in zennit). ``None`` bounds: the input's own
+    range per channel (for inputs whose pixel range is not known).
     """
 
-    low: Tensor | float
-    high: Tensor | float
+    low: Tensor | float | None
+    high: Tensor | float | None
     stabilizer: float = 1e-6
 
     def terms(self, a: Tensor) -> list[Term]:
-        low, high = (_bound(v, a) for v in (self.low, self.high))
+        if self.low is None or self.high is None:
+            low, high = (_bound(v, a) for v in (a.amin((0, 2, 3)), a.amax((0, 2, 3))))
+        else:
+            low, high = (_bound(v, a) for v in (self.low, self.high))
         return [Term(1.0, a, _identity),
                 Term(-1.0, low, lambda p, _: p.clamp(min=0)),
                 Term(-1.0, high, lambda p, _: p.clamp(max=0))]
@@ -275,22 +303,141 @@ class ZBox(LinearRule):
 def _bound(value: Tensor | float, a: Tensor) -> Tensor:
     t = torch.as_tensor(value, dtype=a.dtype, device=a.device)
     if t.dim() == 1 and a.dim() == 4:
+        if t.numel() not in (1, a.shape[1]):
+            raise ModelError(f"z^B has bounds for {t.numel()} channels but the input has {a.shape[1]}: give the "
+                             "model's mean and std (one value per channel)")
         t = t[:, None, None]
     return t.expand(a.shape[1:]).unsqueeze(0)
 
 
 class Pass(Rule):
-    """Relevance passes unchanged (ReLU, Dropout, Identity)."""
+    """Relevance passes unchanged: the identity rule for element-wise activations (ReLU, SiLU, GELU,
+    Hardswish …, as AttnLRP), dropout, a product with a constant."""
 
     def bind(self, layer: nn.Module, a: Tensor, out: Tensor) -> Propagator:
         return lambda relevance, image=None, channels=None: relevance
 
 
-class Reshape(Rule):
-    """Relevance takes the input's shape back (Flatten)."""
+class Absorb(Rule):
+    """A constant (a parameter the forward reads): the relevance it gets stays there, as a bias's does."""
 
     def bind(self, layer: nn.Module, a: Tensor, out: Tensor) -> Propagator:
-        return lambda relevance, image=None, channels=None: relevance.reshape(relevance.shape[0], *a.shape[1:])
+        return lambda relevance, image=None, channels=None: ()
+
+
+class Moves(Rule):
+    """Operations that only move values (view, flatten, permute, transpose, channel shuffle, chunk, slicing):
+    relevance moves back with them, each output's to the input it copies (conserving, exact).
+
+    The map is found by running the operation on the input's element indices, once per input shape.
+    """
+
+    def __init__(self):
+        self.maps: dict[tuple, tuple[str, Tensor | None]] = {}
+
+    def __repr__(self) -> str:
+        return "Moves()"
+
+    def bind(self, layer: Callable[[Tensor], Tensor], a: Tensor, out: Tensor) -> Propagator:
+        per_image = a[0].numel()
+        key = (tuple(a.shape), tuple(out.shape), a.device)
+        if key not in self.maps:
+            self.maps[key] = _index_map(layer, a, out)
+        kind, index = self.maps[key]
+
+        def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> Tensor:
+            n = relevance.shape[0]
+            if kind == "same":
+                return relevance.reshape(n, *a.shape[1:])
+            if kind == "permuted":  # each input copied once: gather through the inverse permutation
+                return relevance.reshape(n, -1).index_select(1, index).reshape(n, *a.shape[1:])
+            flat = relevance.new_zeros(n, per_image)
+            flat.scatter_add_(1, index.expand(n, -1), relevance.reshape(n, -1))
+            return flat.reshape(n, *a.shape[1:])
+
+        return propagate
+
+
+def _index_map(layer: Callable[[Tensor], Tensor], a: Tensor, out: Tensor) -> tuple[str, Tensor | None]:
+    """How an operation moves one image's elements: ``("same", None)`` (a view), ``("permuted", inverse)``
+    (each input once: the input position of each output), or ``("moved", index)`` (the input each output
+    copies: slices, repeats)."""
+    per_image = a[0].numel()
+    moved = _moved(layer, a[:1], out)  # one image's indices, unless the operation needs the whole batch
+    if moved is None:
+        moved = _moved(layer, a, out)
+    first = moved[0].flatten() if moved is not None else None
+    if first is None or (first.numel() and not 0 <= int(first.min()) <= int(first.max()) < per_image):
+        raise ModelError(f"an operation moves values between the images of a batch (output shape "
+                         f"{tuple(out.shape)} from {tuple(a.shape)}): LRP here explains each image on its own")
+    if first.numel() == per_image:
+        order = torch.arange(per_image, device=a.device)
+        if torch.equal(first, order):
+            return "same", None
+        inverse = torch.empty_like(first).scatter_(0, first, order)
+        if torch.equal(inverse[first], order):  # transpose, permute, channel shuffle
+            return "permuted", inverse
+    return "moved", first
+
+
+def _moved(operation: Callable[[Tensor], Tensor], a: Tensor, out: Tensor) -> Tensor | None:
+    """The operation applied to the element indices of ``a`` (``None`` if it fails or gives another shape
+    than the stored output's per image)."""
+    for dtype in (torch.long, torch.float64):  # some operations have no integer kernels
+        try:
+            moved = operation(torch.arange(a.numel(), device=a.device, dtype=dtype).reshape(a.shape))
+        except (RuntimeError, TypeError):
+            continue
+        if isinstance(moved, Tensor) and moved.shape[1:] == out.shape[1:] and moved.shape[0] == a.shape[0]:
+            return moved.long()
+    return None
+
+
+class FrozenScale(Rule):
+    """Batch norm and layer norm with their scale ``1/σ`` held constant (as AttnLRP/LXT do): then the layer
+    is linear in x, ``y = w·(x − μ)/σ + b`` (batch norm: μ and σ the running statistics; layer norm: μ the
+    mean of x over the normalised dimensions, σ frozen at its value), and LRP-ε on that linear map gives
+    ``R_in = x · Jᵀ(R / stabilize(y))``. Conserving when the bias terms are zero.
+    """
+
+    def __init__(self, stabilizer: float = 1e-6):
+        self.stabilizer = stabilizer
+
+    def __repr__(self) -> str:
+        return f"FrozenScale(stabilizer={self.stabilizer})"
+
+    def bind(self, layer: nn.Module, a: Tensor, out: Tensor) -> Propagator:
+        z = stabilize(out, self.stabilizer) if self.stabilizer > 0 else out.clone()
+        divide = torch.div if self.stabilizer > 0 else safe_divide
+        sigma = self.sigma(layer, a)
+
+        def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> Tensor:
+            v = divide(relevance, _select(z, image))
+            per_image = sigma if isinstance(layer, nn.modules.batchnorm._BatchNorm) else _select(sigma, image)
+            return self.transpose(layer, a, v, image, per_image).mul_(_select(a, image))
+
+        propagate.stored = (z, sigma)
+        return propagate
+
+    @staticmethod
+    def sigma(layer: nn.Module, a: Tensor) -> Tensor:
+        """The frozen σ: batch norm's from its running variance (per channel), layer norm's per position."""
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            return torch.sqrt(layer.running_var + layer.eps)
+        dims = tuple(range(-len(layer.normalized_shape), 0))
+        return torch.sqrt(a.var(dims, unbiased=False, keepdim=True) + layer.eps)
+
+    @staticmethod
+    def transpose(layer: nn.Module, a: Tensor, v: Tensor, image: int | None = None,
+                  sigma: Tensor | None = None) -> Tensor:
+        """``Jᵀv``: the transpose of the layer's linear map with σ frozen."""
+        sigma = FrozenScale.sigma(layer, _select(a, image)) if sigma is None else sigma
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            weight = layer.weight if layer.weight is not None else torch.ones_like(layer.running_var)
+            return v * (weight / sigma).reshape(-1, *(1,) * (v.dim() - 2))
+        dims = tuple(range(-len(layer.normalized_shape), 0))
+        u = v * layer.weight if layer.weight is not None else v
+        return (u - u.mean(dims, keepdim=True)).div_(sigma)
 
 
 class WinnerTakesAll(Rule):
@@ -315,24 +462,26 @@ def unpool(values: Tensor, switches: Tensor, input_shape: Sequence[int]) -> Tens
 
 @dataclass(frozen=True)
 class Proportional(Rule):
-    """Pooling as LRP-0 on an average pool: each input gets ``a_i / Σ a · R`` of its windows.
+    """A linear map with non-negative weights (average pooling, the mean over space, nearest or bilinear
+    resampling) as LRP-ε on it: ``R_in = a · Jᵀ(R / stabilize(f(a)))``; for an average pool each input gets
+    ``a_i / Σ a · R`` of its windows.
 
-    The rule for AvgPool2d and AdaptiveAvgPool2d, and the "average" option for MaxPool2d.
+    The rule for AvgPool2d, AdaptiveAvgPool2d, ``mean``, ``F.interpolate``/Upsample, and the "average" option
+    for MaxPool2d.
     """
 
     stabilizer: float = 1e-6
 
     def bind(self, layer: nn.Module, a: Tensor, out: Tensor) -> Propagator:
         pool = _as_average_pool(layer)
-        z = stabilize(pool(a), self.stabilizer)
+        z = pool(a) if isinstance(layer, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) else out
+        z = stabilize(z, self.stabilizer) if self.stabilizer > 0 else z
+        divide = torch.div if self.stabilizer > 0 else safe_divide
 
         def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> Tensor:
-            ai = _select(a, image)
-            x = ai.expand(relevance.shape[0], *ai.shape[1:]).detach().requires_grad_()
-            with torch.enable_grad():
-                c, = torch.autograd.grad(pool(x), x, relevance / _select(z, image))
-            return ai * c
+            return gradient(pool, a, divide(relevance, _select(z, image)), image).mul_(_select(a, image))
 
+        propagate.stored = (z,)
         return propagate
 
 
@@ -340,6 +489,8 @@ def _as_average_pool(layer: nn.Module) -> Callable[[Tensor], Tensor]:
     if isinstance(layer, nn.MaxPool2d):
         return lambda x: F.avg_pool2d(x, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode,
                                       count_include_pad=True)
+    if isinstance(layer, nn.AdaptiveMaxPool2d):
+        return lambda x: F.adaptive_avg_pool2d(x, layer.output_size)
     return layer
 
 
@@ -371,21 +522,33 @@ class Split(Rule):
 
 
 class SignalTakesAll(Rule):
-    """A gate ``y = signal · g`` (g broadcast over the signal, as in squeeze-and-excitation): the signal gets
-    all the relevance, the gate none."""
+    """A gate ``y = signal · g`` (g broadcast over the signal, as in squeeze-and-excitation, or a constant
+    such as a layer scale): the signal gets all the relevance, the gate none."""
 
     def bind(self, layer: nn.Module, a: Sequence[Tensor], out: Tensor) -> Propagator:
-        signals = [i for i, x in enumerate(a) if x.shape == out.shape]
-        if len(signals) != 1:
-            raise ModelError(f"a product of tensors of shapes {tuple(a[0].shape)} and {tuple(a[1].shape)} is not a "
-                             "gate (a signal times a factor broadcast over it): LRP here cannot split its relevance")
-        signal = signals[0]
+        signal = signal_index(a, out, getattr(layer, "signal", None))
         return lambda relevance, image=None, channels=None: tuple(
             relevance if i == signal else None for i in range(len(a)))
+
+
+def signal_index(inputs: Sequence[Tensor], output: Tensor, hint: int | None = None) -> int:
+    """Which factor of a product is the signal (the other, broadcast over it, is the gate); ``hint``: the one
+    the network's structure names (the other comes from a sigmoid or is a parameter), for equal shapes."""
+    if not all(isinstance(x, Tensor) for x in inputs):
+        raise ModelError(f"a product of {' and '.join(type(x).__name__ for x in inputs)} is not a gate: LRP here "
+                         "cannot split its relevance")
+    signals = [i for i, x in enumerate(inputs) if x.shape[1:] == output.shape[1:]]
+    if len(signals) > 1 and hint is not None:
+        return hint
+    if len(signals) != 1:
+        shapes = " and ".join(str(tuple(x.shape)) for x in inputs)
+        raise ModelError(f"a product of tensors of shapes {shapes} is not a gate (a signal times a factor broadcast "
+                         "over it): LRP here cannot split its relevance")
+    return signals[0]
 
 
 #: Rules by name, for configuration from strings (``"gamma"``, ``"epsilon"`` …).
 RULES: dict[str, Callable[..., Rule]] = {
     "epsilon": Epsilon, "zero": Zero, "gamma": Gamma, "zplus": ZPlus, "zbox": ZBox, "flat": Flat, "pass": Pass,
-    "winner": WinnerTakesAll, "proportional": Proportional, "norm": Norm,
+    "winner": WinnerTakesAll, "proportional": Proportional, "norm": Norm, "frozen-scale": FrozenScale,
 }

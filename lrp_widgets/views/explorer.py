@@ -2,14 +2,16 @@
 
 ``explorer.state`` holds the inputs and the published result; ``explorer.session.wait()`` blocks until
 every result of the current request is on screen. The model is a torchvision name (the picker offers
-them all) or your own network: an ``nn.Module`` with its ``preprocess`` (image → tensor (C, H, W)) and
-``categories``, or a ``LoadedModel``; the picker lists it as "your model".
+them all) or your own network: an ``nn.Module`` with its ``preprocess`` (image → tensor (C, H, W)), the
+``mean``/``std`` it normalises with (z^B's pixel bounds) and ``categories``, or a ``LoadedModel``; the picker
+lists it as "your model".
 
 >>> explorer = Explorer(image="castle", weights="random")  # doctest: +SKIP
 >>> explorer.state.target = 483; explorer.session.wait()  # doctest: +SKIP
 >>> explorer.state.result.class_name  # doctest: +SKIP
 'castle (483)'
->>> Explorer(model=my_net, preprocess=my_transform, categories=["cat", "dog"])  # doctest: +SKIP
+>>> Explorer(model=my_net, preprocess=my_transform, mean=my_mean, std=my_std,
+...          categories=["cat", "dog"])  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -42,8 +44,9 @@ class Explorer(widgets.VBox):
     def __init__(self, model: str | nn.Module | LoadedModel = "vgg16", weights: str = "auto",
                  image: str | Path | Image.Image | None = "castle", background: bool = True, device: str = "cpu",
                  preprocess: Callable[[Image.Image], torch.Tensor] | None = None,
-                 categories: Sequence[str] | None = None):
-        yours = your_model(model, preprocess, categories)
+                 categories: Sequence[str] | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
+        yours = your_model(model, preprocess, categories, mean, std)
         self.state = (ExplorerState(model_name=model, weights=weights) if yours is None else
                       ExplorerState(model_name=yours.name, weights=yours.weights))
         self.session = Session(self.state, background=background, device=device)
@@ -94,14 +97,17 @@ class Explorer(widgets.VBox):
 
 
 def your_model(model: str | nn.Module | LoadedModel, preprocess: Callable[[Image.Image], torch.Tensor] | None,
-               categories: Sequence[str] | None) -> LoadedModel | None:
+               categories: Sequence[str] | None, mean: Sequence[float] | None,
+               std: Sequence[float] | None) -> LoadedModel | None:
     """The network you give the Explorer: a ``LoadedModel`` as it is, or an ``nn.Module`` with its ``preprocess``
-    (default: resize 256, centre-crop 224, ImageNet normalisation) and class names (weights "own");
-    None for a torchvision model's name."""
+    (default: resize 256, centre-crop 224, normalisation with ``mean``/``std``), the ``mean``/``std`` of its input
+    (default ImageNet's) and class names (weights "own"); None for a torchvision model's name."""
     if isinstance(model, nn.Module):
-        return LoadedModel.of(model, categories or (), transform=preprocess)
-    if preprocess is not None or categories is not None:
-        raise ModelError("preprocess and categories go with a network of yours (a torch.nn.Module), not with "
+        return LoadedModel.of(model, categories or (), transform=preprocess, mean=mean, std=std)
+    given = [name for name, value in (("preprocess", preprocess), ("categories", categories), ("mean", mean),
+                                      ("std", std)) if value is not None]
+    if given:
+        raise ModelError(f"{', '.join(given)} go with a network of yours (a torch.nn.Module), not with "
                          f"{type(model).__name__}")
     return model if isinstance(model, LoadedModel) else None
 

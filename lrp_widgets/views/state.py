@@ -15,9 +15,6 @@ from traitlets import Any, Bool, Float, HasTraits, Int, Tuple, Unicode
 
 #: The traits a request is made of (``image_name`` only labels the image and changes with it).
 INPUTS = ("image", "model_name", "weights", "target", "top_n", "layer", "alpha", "k", "selected")
-#: What the relevance heatmap shows: the full explanation, the neurons Algorithm 1 keeps at the
-#: chosen layer for α, the union of the k paths, or one path ("path 0" … "path k-1").
-HEATMAP_MODES = ("full", "selection", "paths")
 
 
 class ExplorerState(HasTraits):
@@ -34,7 +31,9 @@ class ExplorerState(HasTraits):
     top_n = Int(8)
     selected = Tuple((), help="(layer, index) of the selected neuron, or ()")
     # display
-    heatmap_mode = Unicode("selection")
+    heatmap_mode = Unicode("selection", help="what the relevance heatmap shows: full (the explanation), "
+                           "selection (the neurons Algorithm 1 keeps at the layer for α), paths (the union of "
+                           "the k paths), path 0 … path k-1 (one path)")
     opacity = Float(0.8)
     # published by the session
     result = Any(None, allow_none=True, help="session.Result of the current request, or None before the first")
