@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrp_widgets.engine import Epsilon, Explainer, Zero
+from lrp_widgets.engine.deconv import deconvolve
 from lrp_widgets.engine.composites import Composite
 from lrp_widgets.engine.models import LoadedModel
 from lrp_widgets.engine.operations import Add, Cat
@@ -601,3 +602,63 @@ def test_relevance_reaches_a_stop_through_both_branches():
     assert through.abs().max() > 0.01 * skip.abs().max()
     zero = explanation.propagate(start, "block1.add", "relu", masks={"block1.conv2": torch.zeros(1)})
     assert not zero.any()
+
+
+class SelfNormalising(nn.Module):
+    """A network that normalises its own input with buffers: ``(x − mean) / std``, then conv → relu → linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 16, 3)
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std
+        return self.fc(F.relu(self.conv(x)).flatten(1))
+
+
+def test_a_network_normalising_its_own_input_is_explained_and_deconvolved():
+    """The subtraction is a sum with −mean (the constant absorbs its share, as a bias does); the division by a
+    buffer passes all relevance to the signal; the deconvnet divides by std (the gradient)."""
+    model = frozen(SelfNormalising())
+    explanation = Explainer(model, "zero").explain(X)  # stabiliser 0 on the subtraction too
+    torch.testing.assert_close(explanation.logits, model(X))
+    relevance = explanation.relevances
+    torch.testing.assert_close(relevance["sub"], relevance["truediv"])
+    torch.testing.assert_close(relevance["input"], X * relevance["sub"] / (X - model.mean))
+    reconstruction = deconvolve(explanation, "conv", [1])
+    signal = torch.zeros_like(explanation.activations["conv"][:1])
+    signal[0, 1] = explanation.activations["conv"][0, 1].clamp(min=0)
+    expected = F.conv_transpose2d(signal, model.conv.weight, None, 1, 1) / model.std
+    torch.testing.assert_close(reconstruction, expected)
+
+
+def test_a_division_by_a_value_computed_from_the_input_is_refused():
+    class Normalised(SelfNormalising):
+        def forward(self, x):
+            x = self.conv(x)
+            return self.fc((x / x.norm()).flatten(1))
+
+    with pytest.raises(ModelError, match=r"'truediv' \(function operator.truediv\): only a division by a parameter"):
+        Explainer(Normalised())
+
+
+def test_a_difference_of_two_branches_gives_the_subtrahend_its_negated_share():
+    class Difference(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.left, self.right = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 16, 3)
+
+        def forward(self, x):
+            return self.fc((self.left(x) - self.right(x)).flatten(1))
+
+    model = frozen(Difference())
+    explanation = Explainer(model, "zero").explain(X)
+    relevance, activation = explanation.relevances, explanation.activations
+    share = relevance["sub"] / (activation["left"] - activation["right"])
+    torch.testing.assert_close(relevance["left"], activation["left"] * share)
+    torch.testing.assert_close(relevance["right"], -activation["right"] * share)
+    assert_conserved(relevance["left"].sum() + relevance["right"].sum(), relevance["sub"].sum(), "a − b")

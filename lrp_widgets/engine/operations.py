@@ -206,6 +206,15 @@ class Add(nn.Module):
         return total
 
 
+class Subtract(nn.Module):
+    """``a − b``: a sum with its second summand negated."""
+
+    signs = (1.0, -1.0)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return a - b
+
+
 class Cat(nn.Module):
     """``torch.cat(inputs, dim)``: concatenation of feature maps (DenseNet, GoogLeNet, ShuffleNet)."""
 
@@ -241,6 +250,26 @@ def _two_tensors(call: Call) -> None:
 def _add(call: Call) -> nn.Module:
     _two_tensors(call)
     return Add()
+
+
+def _subtract(call: Call) -> nn.Module:
+    _two_tensors(call)
+    if call.args[0] is call.args[1]:
+        raise Unsupported("x − x is zero")
+    return Subtract()
+
+
+def _divide(call: Call) -> nn.Module:
+    """A tensor divided by a parameter or buffer broadcast over it (an input normalisation's std)."""
+    _two_tensors(call)
+    if call.args[1].op != "get_attr":
+        raise Unsupported("only a division by a parameter or buffer: one computed from the input makes the map "
+                          "non-linear")
+    return Gate(0)
+
+
+def _difference_deconv(step: Backstep, signal: Tensor, keep: Tensor | None) -> tuple:
+    return signal, -signal
 
 
 def _gate(call: Call) -> nn.Module:
@@ -388,6 +417,11 @@ OPERATIONS: list[Operation] = [
               rule=proportional, deconv=_linear_deconv),
     Operation("add", "sum", functions=(operator.add, operator.iadd, torch.add), methods=("add", "add_"),
               build=_add, inputs=lambda node: node.args, rule=_norm, deconv=_sum_deconv),
+    Operation("subtract", "sum", functions=(operator.sub, operator.isub, torch.sub), methods=("sub", "sub_"),
+              build=_subtract, inputs=lambda node: node.args, rule=_norm, deconv=_difference_deconv),
+    Operation("divide", "gate", functions=(operator.truediv, operator.itruediv, torch.div), methods=("div", "div_"),
+              build=_divide, inputs=lambda node: node.args, rule=lambda composite: SignalTakesAll(),
+              deconv=_linear_deconv),
     Operation("cat", "concat", functions=(torch.cat, torch.concat), build=_cat, inputs=_concatenated,
               rule=lambda composite: Split(), deconv=_cat_deconv),
     Operation("gate", "gate", functions=(operator.mul, operator.imul, torch.mul), methods=("mul", "mul_"),

@@ -497,7 +497,8 @@ def _as_average_pool(layer: nn.Module) -> Callable[[Tensor], Tensor]:
 @dataclass(frozen=True)
 class Norm(Rule):
     """The residual addition ``y = Σ x_i``: each summand gets ``x_i / Σx · R`` (stabilised), as zennit's
-    ``Norm`` rule on its ``Sum`` module."""
+    ``Norm`` rule on its ``Sum`` module. A subtraction ``a − b`` is the sum of ``a`` and ``−b`` (the
+    module's ``signs``)."""
 
     stabilizer: float = 1e-6
 
@@ -507,7 +508,9 @@ class Norm(Rule):
 
         def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> tuple[Tensor, ...]:
             s = divide(relevance, _select(z, image))
-            return tuple(s * _select(x, image) for x in a)
+            return tuple(s * _select(x, image) if sign > 0 else -s * _select(x, image) for x, sign in zip(a, signs))
+
+        signs = getattr(layer, "signs", (1.0,) * len(a))
 
         propagate.stored = (z,)
         return propagate
