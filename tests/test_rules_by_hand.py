@@ -55,6 +55,17 @@ def test_zplus_rule_keeps_positive_contributions():
     assert torch.allclose(out, torch.tensor([[2 / 3, 1.0]]))
 
 
+def test_zplus_rule_on_a_linear_layer_over_positions_treats_each_position_alone():
+    # a channels-last Linear (ConvNeXt's MLP): the (2, 2)-position map gives each position the hand-computed answer
+    layer = linear([[2.0, -1.0]], [1.0])
+    a = torch.tensor([[1.0, -3.0], [2.0, 0.0], [0.0, -1.0], [1.0, 1.0]]).reshape(1, 2, 2, 2)
+    relevance = torch.tensor([2.0, 4.0, 1.0, 3.0]).reshape(1, 2, 2, 1)
+    # z = a⁺w⁺ + a⁻w⁻ + b⁺: (2 + 3 + 1, 4 + 1, 1 + 1, 2 + 1) = (6, 5, 2, 3)
+    expected = torch.tensor([[2 * 2 / 6, 3 * 2 / 6], [4 * 4 / 5, 0.0], [0.0, 1 * 1 / 2], [2 * 3 / 3, 0.0]])
+    out = ZPlus(stabilizer=0.0).bind(layer, a, layer(a))(relevance)
+    assert torch.allclose(out, expected.reshape(1, 2, 2, 2))
+
+
 def test_zbox_rule_by_hand():
     layer = linear([[1.0, -2.0]], [5.0])
     x = torch.tensor([[0.5, 0.5]])

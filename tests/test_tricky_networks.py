@@ -90,6 +90,7 @@ CONVS = {
     "replicate+maxpool": (dict(kernel_size=3, padding=2, padding_mode="replicate"),
                           dict(kernel_size=3, padding=1, padding_mode="replicate")),
     "same": (dict(kernel_size=3, padding="same"), dict(kernel_size=5, padding="same")),
+    "pointwise-strided": (dict(kernel_size=3, padding=1), dict(kernel_size=1, stride=2)),
     "same-even": (dict(kernel_size=4, padding="same"), dict(kernel_size=2, padding="same", dilation=3)),
     "dilated-grouped": (dict(kernel_size=3, padding=1), dict(kernel_size=3, padding=2, dilation=2, groups=3)),
     "same-reflect-grouped": (dict(kernel_size=3, padding="same", padding_mode="reflect"),

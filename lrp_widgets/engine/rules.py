@@ -130,6 +130,15 @@ def transpose(layer: nn.Module, s: Tensor, weight: Tensor, input_shape: Sequence
         x = s.new_zeros(s.shape[0], *input_shape[1:]).requires_grad_()
         with torch.enable_grad():
             return torch.autograd.grad(layer._conv_forward(x, weight, None), x, s)[0]
+    if layer.kernel_size == (1, 1) and layer.padding == (0, 0) and layer.groups == 1:
+        # a pointwise convolution (strided: a downsampling shortcut) is a matmul at the sampled positions, several
+        # times faster on CPU than conv_transpose2d's strided kernel
+        dense = F.conv2d(s, weight.transpose(0, 1))
+        if layer.stride == (1, 1):
+            return dense
+        c = s.new_zeros(s.shape[0], *input_shape[1:])
+        c[:, :, ::layer.stride[0], ::layer.stride[1]] = dense
+        return c
     return F.conv_transpose2d(s, weight, None, layer.stride, layer.padding,
                               _output_padding(layer, s.shape[-2:], input_shape[-2:]), layer.groups, layer.dilation)
 
@@ -175,6 +184,28 @@ def transpose_channels(layer: nn.Module, s: Tensor, weight: Tensor, channels: Te
     return c.reshape(n, -1, h_in, w_in)
 
 
+def _stacked(layer: nn.Module, params: list, n: int) -> tuple[list, int]:
+    """Several terms as one: ``Σ sign_t·f(x_t; w_t)`` is ``f`` of the inputs stacked along channels with the
+    signed weights stacked alike — one convolution and one transpose instead of one per term (z^B: 3× faster).
+    Returns the parameters and how many inputs were stacked (1: left as they were, for grouped convolutions)."""
+    if len(params) == 1 or getattr(layer, "groups", 1) != 1:
+        return params, 1
+    dim = 1 if isinstance(layer, nn.Conv2d) else -1
+    x = torch.cat([x.expand(n, *x.shape[1:]) for _, x, _, _ in params], dim)
+    w = torch.cat([w * sign for sign, _, w, _ in params], 1)
+    biases = [b * sign for sign, _, _, b in params if b is not None]
+    return [(1.0, x, w, sum(biases) if biases else None)], len(params)
+
+
+def _unstack(layer: nn.Module, relevance: Tensor, parts: int) -> Tensor:
+    """The relevance of stacked inputs (:func:`_stacked`) summed back to the layer's own input."""
+    if parts == 1:
+        return relevance
+    if isinstance(layer, nn.Conv2d):
+        return relevance.unflatten(1, (parts, -1)).sum(1)
+    return relevance.unflatten(-1, (parts, -1)).sum(-2)
+
+
 class LinearRule(Rule):
     """A rule for Conv2d / Linear layers, described by its terms and its stabiliser."""
 
@@ -189,10 +220,12 @@ class LinearRule(Rule):
         terms = self.terms(a)
         params = [(t.sign, t.input, t.modify(layer.weight, "weight"),
                    None if layer.bias is None else t.modify(layer.bias, "bias")) for t in terms]
+        parts = 1
         if len(terms) == 1 and terms[0].modify is _identity and terms[0].input is a:
             # the forward output is exactly this rule's z; copied, since a following ReLU rectifies it in place
             z = out if self.stabilizer > 0 else out.clone()
         else:
+            params, parts = _stacked(layer, params, a.shape[0])
             z = _signed_sum([(sign, _forward(layer, x, w, b)) for sign, x, w, b in params])
         z = stabilize(z, self.stabilizer)
         divide = torch.div if self.stabilizer > 0 else safe_divide  # a stabilised z is never 0
@@ -200,18 +233,18 @@ class LinearRule(Rule):
 
         def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> Tensor:
             zi = _select(z, image)
-            shape = (relevance.shape[0], *a.shape[1:])
             if channels is not None:
                 rows = torch.arange(relevance.shape[0], device=relevance.device)
                 if sparse:
                     zc = zi[0, channels] if zi.shape[0] == 1 else zi[rows, channels]
                     s = divide(relevance[rows, channels], zc)
-                    return _signed_sum([(sign, transpose_channels(layer, s, w, channels, shape).mul_(_select(x, image)))
-                                        for sign, x, w, _ in params])
+                    return _unstack(layer, _signed_sum([
+                        (sign, transpose_channels(layer, s, w, channels, (s.shape[0], *x.shape[1:])).mul_(
+                            _select(x, image))) for sign, x, w, _ in params]), parts)
                 relevance = keep_channels(relevance, channels)  # grouped or padded: the dense transpose of one channel
             s = divide(relevance, zi)
-            return _signed_sum([(sign, transpose(layer, s, w, shape).mul_(_select(x, image)))
-                                for sign, x, w, _ in params])
+            return _unstack(layer, _signed_sum([(sign, transpose(layer, s, w, (s.shape[0], *x.shape[1:])).mul_(
+                _select(x, image))) for sign, x, w, _ in params]), parts)
 
         # what Explanation.nbytes counts: z, the inputs and modified weights (the model's own are the model's)
         propagate.stored = (z, *(x for _, x, _, _ in params), *(w for _, _, w, _ in params if w is not layer.weight))
