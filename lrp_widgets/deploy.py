@@ -41,6 +41,9 @@ CULL_IDLE_S = 600
 #: How long Voila waits for the app cell's output after the cell finished. nbclient's 4 s default was too
 #: short with 20 visitors arriving at once on 2 cores: the page was then sent without the app (blank).
 IOPUB_TIMEOUT_S = 120
+#: the largest websocket message the server takes: an upload of three times the largest image accepted
+#: (``engine.images.MAX_BYTES``, not imported: the server process stays without torch)
+UPLOAD_MESSAGE_BYTES = 60 * 2**20
 
 
 def parse_bytes(text: str) -> int:
@@ -149,6 +152,11 @@ def configure(c: Config, max_kernels: int | None = None, kernel_budget: int | No
     c.MappingKernelManager.cull_idle_timeout = CULL_IDLE_S
     c.MappingKernelManager.cull_interval = CULL_INTERVAL_S
     c.MappingKernelManager.cull_connected = False
+    # an upload reaches the kernel as one websocket message: tornado's default limit (10 MiB) closed the connection
+    # on larger images without a word; now every image up to well past MAX_BYTES arrives (and one over MAX_BYTES
+    # is refused in words)
+    for app in (c.Voila, c.ServerApp):
+        app.tornado_settings = {**app.get("tornado_settings", {}), "websocket_max_message_size": UPLOAD_MESSAGE_BYTES}
     if max_kernels is not None:
         c.BoundedKernelManager.max_kernels = max_kernels
     if kernel_budget is not None:

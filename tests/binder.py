@@ -28,6 +28,7 @@ from tests.test_app_browser import (
     example_button,
     heatmap,
     idle,
+    pick_model,
     upload,
     views,
     wait_until,
@@ -365,6 +366,29 @@ def teaching_session(page, url: str, upload_path: Path, group: Group | None = No
     wait_step(page, "the upload's explanation", lambda: views(page)["image"] == f"image: {upload_path.name}"
               and heatmap(page, "relevance") != before, group)
     steps.done("upload")
+    return steps.seconds
+
+
+#: issue 21's classroom: six models, one after the other
+MODEL_SWITCHES = (("ResNet", "resnet50"), ("DenseNet", "densenet121"), ("VGG", "vgg19"), ("MobileNet", "mobilenet_v2"),
+                  ("ResNet", "resnet152"), ("VGG", "vgg16"))
+
+
+def model_switches(page, url: str, group: Group | None = None) -> dict[str, float]:
+    """Load the app, pick the six models of ``MODEL_SWITCHES`` (each until every view shows it), then another class.
+    Returns seconds per step."""
+    steps = Steps(page, "binder-models")
+    load_app(page, url, group)
+    steps.done("castle")
+    for family, variant in MODEL_SWITCHES:
+        pick_model(page, family, variant)
+        wait_step(page, f"{variant}'s explanation",
+                  lambda: all(f" · {variant}:" in caption for caption in views(page)["captions"]), group)
+        steps.done(variant)
+    chosen = bar_class(page, 1)
+    page.locator(".bqplot .bar").nth(1).click()
+    wait_step(page, f"the class {chosen}", lambda: settled(page) == chosen, group)
+    steps.done("class")
     return steps.seconds
 
 

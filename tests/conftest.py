@@ -15,6 +15,18 @@ IMAGES = Path(os.environ.get("LRP_WIDGETS_IMAGES", Path(__file__).resolve().pare
 CASTLE = IMAGES / "n02980441_castle.JPEG"
 
 
+#: the files that drive a real browser, a Binder session, notebooks or a deployment: minutes each
+SLOW_FILES = {"test_app_browser.py", "test_app_layout.py", "test_binder_session.py", "test_notebooks.py",
+              "test_deploy.py"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark the tests of ``SLOW_FILES`` slow: ``./run test -m "not slow"`` runs the others in minutes."""
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
+
 def run_readme_example(after: str) -> dict:
     """Run the first ```python block of README.md after the text ``after``; its namespace."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()

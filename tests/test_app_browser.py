@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import io
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +42,17 @@ CYTOSCAPE = """() => {
                                        box: n.renderedBoundingBox(),
                                        x: n.renderedPosition().x, y: n.renderedPosition().y})),
           paths: cy.edges('.path').length};
+}"""
+
+#: The graph's elements as the browser holds them: which builds their ids come from, nodes without our ids,
+#: edges whose source or target is missing.
+ELEMENTS = """() => {
+  const host = [...document.querySelectorAll('div')].find(el => el._cyreg && el._cyreg.cy);
+  const cy = host._cyreg.cy;
+  return {builds: [...new Set(cy.elements().map(e => e.id().split('/')[0]))],
+          nodes: cy.nodes().length, edges: cy.edges().length,
+          unnamed: cy.nodes().filter(n => !n.id().includes('/')).length,
+          dangling: cy.edges().filter(e => e.source().empty() || e.target().empty()).length};
 }"""
 
 #: The graph's label sizes on screen (px).
@@ -80,6 +93,28 @@ RECORD = """() => {
   note();
 }"""
 SEEN = "() => [...window.__seen]"
+
+#: Records, at every change of the page, each view's class shown and whether it is dimmed (read back with FRAMES).
+RECORD_VIEWS = """() => {
+  window.__frames = [];
+  const plain = s => (s || '').replace(/\\u00a0/g, ' ').trim();
+  const text = el => [...el.children].filter(c => !c.classList.contains('lrp-note'))
+    .map(c => plain(c.innerText)).join(' | ');
+  const snap = () => {
+    const frame = {t: performance.now(), views: {}};
+    for (const el of document.querySelectorAll('.lrp-view')) {
+      const name = [...el.classList].find(c => c.startsWith('lrp-') && !['lrp-view', 'lrp-stale'].includes(c));
+      const note = el.querySelector(':scope > .lrp-note');
+      frame.views[name] = {stale: el.classList.contains('lrp-stale'), text: text(el),
+                           note: note ? plain(note.innerText) : ''};
+    }
+    window.__frames.push(frame);
+  };
+  new MutationObserver(snap).observe(document.body, {subtree: true, childList: true, characterData: true,
+                                                     attributes: true, attributeFilter: ['class']});
+  snap();
+}"""
+FRAMES = "() => window.__frames"
 
 PICTURE = """async (title) => {
   for (const fig of document.querySelectorAll('.bqplot')) {
@@ -389,6 +424,46 @@ def test_a_bad_upload_shows_an_error_and_the_app_keeps_working(page, tmp_path):
     shot(page, "zebra")
 
 
+def noise_png(path: Path, side: int) -> Path:
+    """A PNG of random pixels (it does not compress: about 3·side² bytes)."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_a_15_mb_upload_is_explained_and_a_30_mb_one_refused_in_words(page, tmp_path):
+    """An upload travels to the kernel in one websocket message: one over the server's limit used to close the
+    connection without a word."""
+    big = noise_png(tmp_path / "noise-15mb.png", 2300)
+    assert 14 * 2**20 < big.stat().st_size < 20 * 2**20
+    before = heatmap(page, "relevance")
+    upload(page, big)
+    wait_until(page, lambda: idle(page) and views(page)["image"] == f"image: {big.name}"
+               and heatmap(page, "relevance") != before, "the 15 MB upload's explanation")
+    huge = noise_png(tmp_path / "noise-30mb.png", 3300)
+    upload(page, huge)
+    wait_until(page, lambda: views(page)["error"] != "", "the message on the 30 MB upload")
+    assert f"{huge.name} is {huge.stat().st_size / 2**20:.1f} MB, over the 20.0 MB limit" in views(page)["error"]
+    assert views(page)["image"] == f"image: {big.name}"
+    shot(page, "big-uploads")
+
+
+def test_the_hovered_neurons_readout_goes_with_the_graph_it_was_read_from(page):
+    """The mouse rests on a neuron while another class is chosen with the keyboard: its old relevance must not
+    stay beside the new graph."""
+    shown = graph(page)
+    node = next(n for n in shown["nodes"] if "header" not in n["classes"])
+    page.mouse.move(shown["left"] + node["x"], shown["top"] + node["y"])
+    wait_until(page, lambda: "relevance" in hover(page), "the hovered neuron's readout")
+    second = bar_class(page, 1)
+    page.locator("select").filter(has=page.locator("option", has_text="%")).first.select_option(index=1)
+    wait_for_class(page, second, f"every view to show the 2nd class {second}")
+    assert hover(page).startswith("hover a neuron for its layer"), hover(page)
+
+
+def hover(page) -> str:
+    return page.locator(".lrp-hover").inner_text().replace("\xa0", " ")
+
+
 def test_the_top1_bar_can_be_chosen_again(page):
     first, second = bar_class(page, 0), bar_class(page, 1)
     page.locator(".bqplot .bar").nth(1).click()
@@ -423,6 +498,70 @@ def test_two_quick_class_clicks_show_the_last_class(page):
     assert views(page)["highlighted"] == [1]
     assert heatmap(page, "relevance") != fourth_png
     shot(page, "quick-clicks-then-second")
+
+
+@contextmanager
+def busy_cpus(count: int = 2) -> Iterator[None]:
+    """Processes that keep ``count`` cores busy: a classroom server is never idle."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
+#: the views that show the explained class, and the text in each that names it
+CLASS_VIEWS = ("lrp-relevanceheatmap", "lrp-activationheatmap", "lrp-layergraph", "lrp-thresholdslider", "lrp-sweep")
+
+
+def test_views_not_yet_showing_a_new_class_are_dimmed_and_say_what_is_coming(page):
+    """After a class click on a loaded machine every view showing a class is dimmed under "updating for <the new
+    class>" before any view shows the new class, and once dimmed it is never shown undimmed with the old class;
+    in the end every caption names the class, the image and the model."""
+    old, new = bar_class(page, 0), bar_class(page, 1)
+    page.evaluate(RECORD_VIEWS)
+    with busy_cpus():
+        page.locator(".bqplot .bar").nth(1).click()
+        wait_for_class(page, new, f"every view to show the 2nd class {new} on a loaded machine")
+    frames = page.evaluate(FRAMES)
+    first_new = min(f["t"] for f in frames for name in CLASS_VIEWS
+                    if not f["views"][name]["stale"] and new in f["views"][name]["text"])
+    for name in CLASS_VIEWS:
+        dimmed = [f for f in frames if f["views"][name]["stale"]]
+        assert dimmed, f"{name} was never dimmed"
+        assert dimmed[0]["t"] <= first_new, f"{name} was dimmed only after another view showed {new}"
+        assert f"updating for class {new} · castle · vgg16" in dimmed[0]["views"][name]["note"], dimmed[0]
+        wrong = [f["views"][name]["text"] for f in frames if f["t"] >= dimmed[0]["t"]
+                 and not f["views"][name]["stale"] and old in f["views"][name]["text"]]
+        assert wrong == [], f"{name} showed {old} undimmed after the click"
+    shown = views(page)
+    for caption in [*shown["captions"], shown["legend"]]:
+        assert f"class {new} · castle · vgg16" in caption, caption
+    assert page.locator(".lrp-stale").count() == 0
+    shot(page, "dimmed-then-new-class")
+
+
+def test_quick_changes_on_a_loaded_machine_leave_one_whole_graph(page):
+    """Class, α and class again, clicked quickly while two processes keep both cores busy: the browser ends
+    with one graph — every element of the same build, every node with its id, every edge between two drawn
+    nodes — of the last class, and no console error on the way (an edge that arrived before its nodes was one)."""
+    names = [bar_class(page, i) for i in range(5)]
+    with busy_cpus():
+        for bar in (1, 2, 3):
+            page.locator(".bqplot .bar").nth(bar).click()
+            page.wait_for_timeout(150)
+        handle = alpha_handle(page)
+        handle.focus()
+        handle.press("ArrowLeft")
+        page.locator(".bqplot .bar").nth(4).click()
+        wait_for_class(page, names[4], f"every view to show the 5th class {names[4]} on a loaded machine")
+    drawn = page.evaluate(ELEMENTS)
+    assert len(drawn["builds"]) == 1 and drawn["unnamed"] == 0 and drawn["dangling"] == 0, drawn
+    assert drawn["nodes"] == 8 * 15 + 1 + 16 and drawn["edges"] >= 8 * 14, drawn  # VGG16: 15 layers of 8, class, headers
+    assert class_node(page)["label"] == names[4].rsplit(" (", 1)[0]
+    shot(page, "loaded-machine-quick-changes")
 
 
 def test_an_upload_then_an_example(page, tmp_path):

@@ -20,6 +20,7 @@ from .binder import (
     binder_app,
     listening,
     memory_group,
+    model_switches,
     new_page,
     reload_session,
     rotated_copy,
@@ -92,3 +93,21 @@ def test_reloads_fit_binder(group, browser):
     report("load, two reloads and an explanation", group, seconds)
     assert group.oom_kills == 0, group.summary()
     assert shown["image"] == "image: barn" and not shown["busy"] and "optimal α" in shown["text"], shown
+
+
+#: six model switches (random weights: every model's parameters are anonymous memory) peaked at 1826 MiB with
+#: 79,331 limit hits when the session kept every model; it keeps only what its budget allows now (1542-1587 MiB
+#: measured). Issue 21's goal of 1.2 GiB is not reached yet.
+MODEL_SWITCH_BUDGET = 1.7 * GiB
+
+
+def test_six_model_switches_fit_binder(group, browser):
+    """Issue 21: the session keeps only the models its memory budget allows."""
+    with binder_app(group, log="binder-app-models") as url:
+        page = new_page(browser)
+        seconds = model_switches(page, url, group)
+        page.context.close()
+    report("six model switches and a class", group, seconds)
+    assert group.oom_kills == 0, group.summary()
+    assert group.peak_rss_bytes <= MODEL_SWITCH_BUDGET, (
+        f"peak anonymous memory {group.peak_rss_bytes / MiB:.0f} MiB over {MODEL_SWITCH_BUDGET / MiB:.0f} MiB")

@@ -19,6 +19,7 @@ from lrp_widgets.analysis.threshold import (
 )
 from lrp_widgets.engine import lrp
 from lrp_widgets.engine.models import (
+    LoadedModel,
     UntrainedWeightsWarning,
     _checked_state,
     load_model,
@@ -135,3 +136,46 @@ def test_the_explanation_cache_is_sized_in_bytes(monkeypatch):
     state.target = 4
     kept = list(dict.fromkeys(session.bundles.values()))
     assert len(kept) == 3 and kept[-1] is state.bundle  # the oldest went first
+
+
+SMALL_MODELS = ("shufflenet_v2_x0_5", "mnasnet0_5", "squeezenet1_0", "mobilenet_v3_small", "resnet18")
+
+
+def _held(session) -> tuple[set, int]:
+    """The models the session holds, and the bytes it holds for going back: every explanation but the newest,
+    and the models of those that are not the current request's."""
+    bundles = list(dict.fromkeys(session.bundles.values()))
+    current = (session.request.model_name, session.request.weights)
+    others = {(b.model.name, b.model.weights): b.model for b in bundles[:-1]} if bundles else {}
+    return set(session.models), (sum(b.explanation.nbytes for b in bundles[:-1])
+                                 + sum(session_model_bytes(m) for key, m in others.items() if key != current))
+
+
+def session_model_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.module.parameters(), *model.module.buffers()))
+
+
+@pytest.mark.parametrize("budget", ["none", "default"])
+def test_switching_models_keeps_only_the_models_the_cache_needs_and_the_users_own(budget):
+    """Six networks in a row: the session keeps the explanations and models that fit its budget, never a model
+    no kept explanation needs, and always the user's own model."""
+    state = ExplorerState(model_name="vgg11", weights="random")
+    session = Session(state, background=False)
+    own = LoadedModel.of(torchvision.models.squeezenet1_1(num_classes=3).eval(), name="mine")
+    session.add_model(own)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedWeightsWarning)
+        state.model_name = SMALL_MODELS[0]
+        state.image = Image.open(CASTLE)
+        if budget == "none":
+            session.cache_bytes = 1
+        for name in SMALL_MODELS[1:]:
+            state.model_name = name
+            models, held = _held(session)
+            assert ("mine", "own") in models and (name, "random") in models
+            assert {(b.model.name, b.model.weights) for b in session.bundles.values()} <= models
+            assert held <= session.cache_bytes
+            if budget == "none":
+                assert models == {("mine", "own"), (name, "random")}
+    if budget == "default":  # 400 MB hold more than the current small model: the one before is kept for going back
+        assert (SMALL_MODELS[-2], "random") in models

@@ -5,8 +5,11 @@ import datetime
 import io
 import random
 import threading
+import time
 import warnings
+from html import escape
 
+import comm
 import numpy as np
 import pytest
 import torch
@@ -14,9 +17,11 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from lrp_widgets.analysis.bundle import Bundle
+from lrp_widgets.analysis.bundle import SWEEP_CHUNK, Bundle
 from lrp_widgets.analysis.render import deconvolution_rgb, relevance_overlay
+from lrp_widgets.analysis.threshold import DEFAULT_ALPHAS, threshold_sweep
 from lrp_widgets.engine.models import FAMILIES
+from lrp_widgets.views.common import short
 from lrp_widgets.views import (ActivationHeatmap, DeconvPanel, Explorer, ExplorerState, LayerGraph, RelevanceHeatmap,
                                Session, ThresholdSlider)
 
@@ -257,6 +262,53 @@ def test_a_superseded_result_is_dropped_and_filed_under_its_own_class(monkeypatc
         assert key[1] in (None, bundle.target), key
 
 
+def test_a_new_graph_reaches_the_browser_before_its_old_elements_are_closed(explorer, monkeypatch):
+    """The old graph's node and edge widgets are closed, each after the one message that replaces the graph's
+    elements (a closed element still in the graph made the browser drop that message: a broken drawing)."""
+    sent = []
+    monkeypatch.setattr(comm.DummyComm, "publish_msg", lambda self, kind, data=None, *args, **kwargs: sent.append(
+        (kind, self.comm_id, set((data or {}).get("state", {})))))
+    graph = explorer.graph.cytoscape.graph
+    old = {element.model_id for element in [*graph.nodes, *graph.edges]}
+    explorer.state.target = explorer.state.bundle.predictions[2]["index"]
+    explorer.session.wait()
+    replaced = [i for i, (kind, model, keys) in enumerate(sent) if model == graph.model_id and {"nodes", "edges"} <= keys]
+    closed = [i for i, (kind, model, _) in enumerate(sent) if kind == "comm_close" and model in old]
+    assert len(replaced) == 1 and len(closed) == len(old) and min(closed) > replaced[0], (replaced, closed[:3])
+    explorer.state.target = None
+    explorer.session.wait()
+
+
+def test_a_neuron_clicked_during_the_sweep_is_shown_before_the_sweep_which_resumes_where_it_was():
+    """The sweep grows in chunks of α and stops at the next chunk for a newer request: a neuron clicked while
+    it runs is shown before the sweep is complete, the sweep then goes on from the chunks done (not from the
+    start), and the finished sweep equals one computed at once."""
+    state = ExplorerState(model_name="vgg11", weights="random")
+    session = Session(state, background=True)
+    published = []
+    state.observe(lambda change: published.append(change["new"]), "result")
+    state.image = Image.open(CASTLE)
+    deadline = time.monotonic() + 300
+    while not any(r.sweep is not None and not r.sweep.complete for r in published):
+        assert time.monotonic() < deadline, "no partial sweep was shown"
+        session._drain()
+        time.sleep(0.01)
+    first = next(r for r in published if r.sweep is not None)
+    assert len(first.sweep.alphas) == SWEEP_CHUNK
+    layer = first.graph.layers[-2]
+    state.selected = (layer, first.graph.nodes[layer][0].index)
+    session.wait()
+    with_neuron = [r for r in published if r.neuron is not None]
+    assert with_neuron[0].sweep is None or not with_neuron[0].sweep.complete, "the neuron waited for the sweep"
+    resumed = [len(r.sweep.alphas) for r in with_neuron if r.sweep is not None]
+    assert resumed[0] > SWEEP_CHUNK and resumed[-1] == len(DEFAULT_ALPHAS), resumed
+    result = state.result
+    assert result.complete
+    at_once = threshold_sweep(result.bundle.explanation, result.layer)
+    assert result.sweep.mse == pytest.approx(at_once.mse, rel=1e-4, abs=1e-9)
+    assert result.sweep.optimal_alpha == at_once.optimal_alpha
+
+
 def fresh_checks(explorer) -> None:
     """Every view shows the current request, equal to a fresh explanation of it."""
     state, session = explorer.state, explorer.session
@@ -279,13 +331,19 @@ def fresh_checks(explorer) -> None:
     indices = explorer.classes._indices  # a class outside the top-5 is in the dropdown, not among the bars
     assert explorer.classes.bars.selected is None if result.target not in indices else \
         list(explorer.classes.bars.selected) == [indices.index(result.target)]
-    assert result.class_name in explorer.relevance.caption.value
-    assert result.class_name in explorer.activation.caption.value
-    assert result.class_name in explorer.graph.legend.value
+    # every caption names the class, the image and the model; no view is dimmed
+    named = f"class <b>{escape(result.class_name)}</b> · {escape(short(request.image_name))} · {request.model_name}"
+    for caption in (explorer.relevance.caption, explorer.activation.caption, explorer.graph.legend,
+                    explorer.threshold.readout, explorer.threshold.sweep_caption,
+                    *([explorer.deconv.label] if request.selected else [])):
+        assert named in caption.value, (named, caption.value)
+    dimmed = [view for view in (explorer.relevance, explorer.activation, explorer.graph, explorer.threshold,
+                                explorer.threshold.sweep_view, explorer.deconv, explorer.classes)
+              if "lrp-stale" in view._dom_classes]
+    assert dimmed == []
     assert explorer.graph.cytoscape.graph.nodes[-1].data["label"] == model.category(result.target)
     assert red_edges(explorer) == path_edge_ids(result.paths)
-    assert explorer.threshold.layer.value == result.layer and f"for class {result.class_name}" in \
-        explorer.threshold.readout.value.replace("&#x27;", "'")
+    assert explorer.threshold.layer.value == result.layer
     assert np.array_equal(decoded(explorer.relevance.figure),
                           relevance_overlay(result.bundle.grey_picture, result.masked_relevance, state.opacity))
     if request.selected:

@@ -17,6 +17,7 @@ have to compute. Nothing here redoes the forward pass or the full backward pass.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -35,7 +36,10 @@ from .graph import NeuronGraph, neuron_graph
 from .heatmaps import activation_maps, neuron_relevance, path_activation, path_relevance, union_relevance
 from .paths import Path, k_best_paths, path_count
 from .render import greyscale, input_picture
-from .threshold import DEFAULT_ALPHAS, Selection, Sweep, get_optimizer, masked_heatmaps, threshold_sweep
+from .threshold import DEFAULT_ALPHAS, Selection, Sweep, get_optimizer, masked_heatmaps, sweep_of
+
+#: α values of the sweep computed together (one propagation): a newer request waits at most for one chunk
+SWEEP_CHUNK = 2
 
 _cache_only = threading.local()
 
@@ -147,21 +151,49 @@ class Bundle:
         return self._cached(("selection", layer, alpha), lambda: get_optimizer(self.explanation, layer, alpha))
 
     def sweep(self, layer: str) -> Sweep:
-        """The α sweep at ``layer``; Algorithm 1's selection at every swept α is cached with it, so that a
-        move of the α slider afterwards is a lookup."""
-        def compute():
-            selections = [self.selection(layer, alpha) for alpha in DEFAULT_ALPHAS]
-            return threshold_sweep(self.explanation, layer, DEFAULT_ALPHAS, selections=selections)
-        return self._cached(("sweep", layer), compute)
+        """The α sweep at ``layer``; Algorithm 1's selection and heatmap at every swept α are cached with it, so
+        that a move of the α slider afterwards is a lookup."""
+        *_, sweep = self.sweep_steps(layer)
+        return sweep
 
-    def has_sweep(self, layer: str) -> bool:
-        return ("sweep", layer) in self._cache
+    def sweep_steps(self, layer: str, chunk: int = SWEEP_CHUNK) -> Iterator[Sweep]:
+        """The α sweep at ``layer`` as it grows: a partial sweep (``complete`` False) after each ``chunk`` of α
+        values computed, the whole sweep last. Each α's heatmap is cached on its own: a sweep stopped between
+        two chunks resumes where it was.
+
+        >>> [len(s.alphas) for s in bundle.sweep_steps("features.28")]  # doctest: +SKIP
+        [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
+        """
+        if ("sweep", layer) in self._cache or getattr(_cache_only, "active", False):
+            yield self._cached(("sweep", layer), None)
+            return
+        alphas = list(DEFAULT_ALPHAS)
+        kept = torch.stack([self.selection(layer, alpha).kept for alpha in alphas]).to(self.explanation.inputs.device)
+        for start in range(0, len(alphas), chunk):
+            todo = []
+            for i in range(start, min(start + chunk, len(alphas))):
+                key = ("masked", layer, alphas[i])
+                same = next((other for j, other in enumerate(alphas) if ("masked", layer, other) in self._cache
+                             and torch.equal(kept[i], kept[j])), None)  # an α that keeps the same neurons
+                if key not in self._cache and same is not None:
+                    self._cache[key] = self._cache[("masked", layer, same)]
+                elif key not in self._cache:
+                    todo.append(i)
+            if not todo:
+                continue
+            with self._lock:
+                heatmaps = masked_heatmaps(self.explanation, layer, kept[todo]).sum(1)
+                for i, heatmap in zip(todo, heatmaps):
+                    self._cache[("masked", layer, alphas[i])] = heatmap
+            done = start + chunk
+            if done < len(alphas):
+                yield sweep_of(self.explanation, layer, alphas[:done], kept[:done], torch.stack(
+                    [self._cache[("masked", layer, alpha)] for alpha in alphas[:done]]), complete=False)
+        yield self._cached(("sweep", layer), lambda: sweep_of(self.explanation, layer, alphas, kept, torch.stack(
+            [self._cache[("masked", layer, alpha)] for alpha in alphas])))
 
     def masked_relevance(self, layer: str, alpha: float) -> torch.Tensor:
-        """(H, W): the heatmap of the neurons Algorithm 1 keeps at ``layer`` for ``alpha`` (summed over colour);
-        taken from the sweep when it holds this α."""
-        if self.has_sweep(layer) and alpha in self.sweep(layer).alphas:
-            return self.sweep(layer).heatmaps[self.sweep(layer).alphas.index(alpha)]
+        """(H, W): the heatmap of the neurons Algorithm 1 keeps at ``layer`` for ``alpha`` (summed over colour)."""
         kept = self.selection(layer, alpha).kept[None]
         return self._cached(("masked", layer, alpha),
                             lambda: masked_heatmaps(self.explanation, layer, kept)[0].sum(0))

@@ -88,6 +88,7 @@ class Sweep:
     smape: list[float]
     optimal_alpha: float
     heatmaps: torch.Tensor  # (len(alphas), H, W), the masked heatmaps summed over colour
+    complete: bool = True  # False: the first α of a sweep still being computed (its optimum provisional)
 
     def to_json(self) -> dict:
         return {"layer": self.layer, "alphas": self.alphas, "kept_fraction": self.kept_fraction, "mse": self.mse,
@@ -119,7 +120,12 @@ def threshold_sweep(explanation: Explanation, layer: str, alphas=DEFAULT_ALPHAS,
     alphas = [float(a) for a in alphas]
     selections = selections or [get_optimizer(explanation, layer, alpha, image) for alpha in alphas]
     kept = torch.stack([s.kept for s in selections]).to(explanation.inputs.device)
-    heatmaps = masked_heatmaps(explanation, layer, kept, image).sum(1)
+    return sweep_of(explanation, layer, alphas, kept, masked_heatmaps(explanation, layer, kept, image).sum(1), image)
+
+
+def sweep_of(explanation: Explanation, layer: str, alphas: list[float], kept: torch.Tensor, heatmaps: torch.Tensor,
+             image: int = 0, complete: bool = True) -> Sweep:
+    """The sweep's statistics from the kept masks (len(alphas), C) and their heatmaps (len(alphas), H, W)."""
     full = explanation.relevances[INPUT][image].sum(0)
     scale = full.abs().max().clamp_min(torch.finfo(full.dtype).tiny)
     errors = mse(heatmaps / scale, full / scale)
@@ -128,4 +134,5 @@ def threshold_sweep(explanation: Explanation, layer: str, alphas=DEFAULT_ALPHAS,
     mean_error = errors.mean()
     eligible = [i for i in range(len(alphas)) if errors[i] <= mean_error]
     best = min(eligible, key=lambda i: (float(fractions[i]), float(errors[i])))
-    return Sweep(layer, alphas, fractions.tolist(), errors.tolist(), smapes.tolist(), alphas[best], heatmaps)
+    return Sweep(layer, list(alphas), fractions.tolist(), errors.tolist(), smapes.tolist(), alphas[best], heatmaps,
+                 complete)

@@ -1,7 +1,9 @@
-"""Pieces the views share: a bqplot figure showing one PNG, and view registration on the state."""
+"""Pieces the views share: a bqplot figure showing one PNG, the View base (rendering the state, dimmed while
+stale), captions, colour bars."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from html import escape
 
 import bqplot
 import ipywidgets as widgets
@@ -39,19 +41,76 @@ class PictureFigure(bqplot.Figure):
         self.mark.image = spare
 
 
+#: a view whose picture is not the current request's is dimmed under a note saying what is coming; the note
+#: floats over the view (nothing moves) and lets clicks through
+STALE_STYLE = ("<style>.lrp-view{position:relative}.lrp-note{position:absolute;top:0;left:0;right:0;z-index:5;"
+               "pointer-events:none}.lrp-view:not(.lrp-stale)>.lrp-note{display:none}"
+               ".lrp-stale>:not(.lrp-note){opacity:.35;transition:opacity .1s}</style>")
+
+
+def short(name: str, limit: int = 24) -> str:
+    """``name`` cut to ``limit`` characters (an ellipsis says so)."""
+    return name if len(name) <= limit else name[:limit - 1] + "…"
+
+
+def describe(request, result=None) -> str:
+    """A request's class, image and model in words ("class barn (425) · castle · vgg16"); ``result`` (the one on
+    screen) names the class when it is of the same model."""
+    if request.target is None:
+        what = "its top class"
+    elif result is not None and (result.request.model_name, result.request.weights) == (request.model_name,
+                                                                                          request.weights):
+        what = f"class {result.bundle.model.category(request.target)} ({request.target})"
+    else:
+        what = f"class {request.target}"
+    return f"{what} · {short(request.image_name or 'the image')} · {request.model_name}"
+
+
+def about(result) -> str:
+    """What a result explains, for a caption: "class <b>castle (483)</b> · castle · vgg16"."""
+    return (f"class <b>{escape(result.class_name)}</b> · {escape(short(result.request.image_name or 'the image'))} · "
+            f"{escape(result.bundle.model.name)}")
+
+
 class View(widgets.VBox):
-    """A widget rendering one :class:`ExplorerState`: ``refresh`` runs when a trait in ``observes`` changes,
-    and redraws only what the state's ``result`` and display choices now call for."""
+    """A widget rendering one :class:`ExplorerState`: ``render`` runs when a trait in ``observes`` changes, and
+    draws only what the state's ``result`` and display choices now call for. A view of results says by ``fresh``
+    whether what it shows is the current request's; while not, it is dimmed under "updating for …"."""
 
     observes: tuple[str, ...] = ()
 
     def __init__(self, state: ExplorerState, children=(), **kwargs):
-        super().__init__(children=list(children), **kwargs)
+        self.note = widgets.HTML(STALE_STYLE)
+        self.note.add_class("lrp-note")
+        super().__init__(children=[self.note, *children], **kwargs)
+        self.add_class("lrp-view")
+        self.add_class(f"lrp-{type(self).__name__.lower()}")  # lrp-relevanceheatmap, lrp-layergraph …
         self.state = state
         self._drawn: dict[str, tuple] = {}
         self.syncing = False  # True while the view sets its own controls: their observers do nothing
         if self.observes:
             state.observe(lambda change: self.refresh(), list(self.observes))
+            state.observe(lambda change: self.mark_stale(), "request")
+
+    def refresh(self) -> None:
+        self.render()
+        self.mark_stale()
+
+    def render(self) -> None:
+        raise NotImplementedError
+
+    def fresh(self) -> bool:
+        """Whether what the view shows is the current request's (always, for a view of no result)."""
+        return True
+
+    def current(self, *parts: str) -> bool:
+        """Whether the result on screen is the current request's and holds ``parts`` (Result fields)."""
+        result, request = self.state.result, self.state.request
+        return result is None or request is None or (
+            result.request == request and all(getattr(result, part) is not None for part in parts))
+
+    def mark_stale(self) -> None:
+        dim(self, self.note, not self.fresh(), self.state)
 
     def changed(self, part: str, *key) -> bool:
         """True (and remembered) when ``part`` is to show something else than it shows: ``key`` holds the
@@ -72,8 +131,17 @@ class View(widgets.VBox):
         finally:
             self.syncing = False
 
-    def refresh(self) -> None:
-        raise NotImplementedError
+
+def dim(box: widgets.Box, note: widgets.HTML, stale: bool, state: ExplorerState) -> None:
+    """Dim ``box`` under ``note`` ("updating for …" the current request) while ``stale``."""
+    if stale:
+        note.value = (f'{STALE_STYLE}<span style="background:#fff8d6;border:1px solid #e0c36c;border-radius:3px;'
+                      f'padding:1px 6px;font-size:12px;display:inline-block;max-width:calc(100% - 16px);'
+                      f'white-space:nowrap;overflow:hidden;text-overflow:ellipsis">⟳ updating for '
+                      f"{escape(describe(state.request, state.result))}…</span>")
+        box.add_class("lrp-stale")
+    else:
+        box.remove_class("lrp-stale")
 
 
 #: Colour bars of the views: the CSS gradient and what its left end, middle and right end mean.

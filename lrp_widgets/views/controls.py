@@ -2,6 +2,7 @@
 upload) and StatusBar (the model's untrained-weights banner, progress, errors)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from html import escape
 
 import bqplot
@@ -11,11 +12,7 @@ from ..engine.images import MAX_BYTES, open_image
 from ..engine.models import UNTRAINED_MESSAGE
 from ..errors import LRPWidgetsError
 from ..examples import EXAMPLES, load_example
-from .common import View
-
-
-def _short(name: str, limit: int = 22) -> str:
-    return name if len(name) <= limit else name[:limit - 1] + "…"
+from .common import View, short
 
 
 def _percent(probability: float) -> str:
@@ -52,15 +49,20 @@ class ClassSelector(View):
         self.refresh()
 
     @property
-    def current(self) -> int | None:
+    def current_class(self) -> int | None:
         """The class of the current request."""
         state = self.state
         if state.target is not None:
             return state.target
         return state.result.target if state.result is not None else None
 
-    def refresh(self) -> None:
-        result, current = self.state.result, self.current
+    def fresh(self) -> bool:
+        """The chart shows the image's and model's top classes: another class is no change."""
+        result, request = self.state.result, self.state.request
+        return result is None or request is None or replace(result.request, target=None) == replace(request, target=None)
+
+    def render(self) -> None:
+        result, current = self.state.result, self.current_class
         if result is None:
             return
         predictions = result.bundle.predictions
@@ -68,7 +70,7 @@ class ClassSelector(View):
             if self.changed("bars", result.bundle):
                 self._indices = [p["index"] for p in predictions]
                 with self.bars.hold_sync():
-                    self.bars.x = [f"{_short(p['name'])} ({p['index']})" for p in predictions]
+                    self.bars.x = [f"{short(p['name'], 22)} ({p['index']})" for p in predictions]
                     self.bars.y = [p["probability"] for p in predictions]
             options = [(f"{p['name']} ({p['index']}) {_percent(p['probability'])}", p["index"]) for p in predictions]
             if current not in self._indices:
@@ -131,7 +133,7 @@ class ImagePicker(View):
             self.state.image_name = name
             self.state.image = image
 
-    def refresh(self) -> None:
+    def render(self) -> None:
         name = self.state.image_name
         with self.quietly():
             self.examples.value = name if name in EXAMPLES else None
@@ -152,12 +154,13 @@ class StatusBar(View):
         super().__init__(state, [self.banner, line])  # the line keeps its height: nothing below it moves
         self.refresh()
 
-    def refresh(self) -> None:
+    def render(self) -> None:
         state = self.state
         model = state.result.bundle.model.name if state.result is not None else state.model_name
         self.banner.value = ("" if state.pretrained else
                              f'<div class="lrp-untrained" style="background:#fff3cd;padding:4px 8px;'
                              f'border:1px solid #e0c36c">⚠ {escape(model)}: {UNTRAINED_MESSAGE}</div>')
-        self.progress.value = (f'<span class="lrp-busy">working: {escape(state.status) or "…"}</span>' if state.busy else "")
+        self.progress.value = (f'<span class="lrp-busy">{f"working: {escape(state.status)}" if state.status else "working…"}'
+                               '</span>' if state.busy else "")
         self.message.value = (f'<div class="lrp-error" style="color:#a00;padding:2px 8px">⚠ {escape(state.error)}</div>'
                               if state.error else "")

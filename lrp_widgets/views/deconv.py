@@ -2,12 +2,10 @@
 relevance heatmap, with the neuron's identity and relevance."""
 from __future__ import annotations
 
-from html import escape
-
 import ipywidgets as widgets
 
 from ..analysis.render import deconvolution_rgb, relevance_overlay
-from .common import DECONVOLUTION_BAR, RELEVANCE_BAR, PictureFigure, View, colour_bar, how_to_read
+from .common import DECONVOLUTION_BAR, RELEVANCE_BAR, PictureFigure, View, about, colour_bar, how_to_read
 
 
 class DeconvPanel(View):
@@ -25,7 +23,12 @@ class DeconvPanel(View):
         super().__init__(state, [self.label, widgets.HBox(explained)])
         self.refresh()
 
-    def refresh(self) -> None:
+    def fresh(self) -> bool:
+        result = self.state.result
+        return self.current() and (result is None or (result.neuron.complete if result.neuron is not None
+                                                      else not result.request.selected))
+
+    def render(self) -> None:
         result = self.state.result
         if result is None:
             return
@@ -39,7 +42,9 @@ class DeconvPanel(View):
             return
         self.label.value = (f"selected: <b>{neuron.layer}</b> ({result.bundle.layer_name(neuron.layer)}) neuron "
                             f"<b>{neuron.index}</b>, relevance "
-                            f"{neuron.relevance:.4g} for class <b>{escape(result.class_name)}</b>")
+                            f"{neuron.relevance:.4g} for {about(result)}"
+                            + ("" if neuron.complete else " <i>(computing its relevance…)</i>"))
         if self.changed("pictures", neuron, self.state.opacity):
             self.deconvolution.show(deconvolution_rgb(neuron.deconvolution))
-            self.relevance.show(relevance_overlay(result.bundle.grey_picture, neuron.heatmap, self.state.opacity))
+            self.relevance.show(None if neuron.heatmap is None else
+                                relevance_overlay(result.bundle.grey_picture, neuron.heatmap, self.state.opacity))

@@ -93,7 +93,8 @@ class Explorer(widgets.VBox):
                 return
             self.picker.load(lambda: load_example(image), image)
         else:
-            self.picker.load(lambda: open_image(image), getattr(image, "name", str(image)))
+            name = Path(image).name if isinstance(image, (str, Path)) else getattr(image, "name", "your image")
+            self.picker.load(lambda: open_image(image), name)
 
 
 def your_model(model: str | nn.Module | LoadedModel, preprocess: Callable[[Image.Image], torch.Tensor] | None,

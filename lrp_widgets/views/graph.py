@@ -10,20 +10,16 @@ shows the whole graph again.
 """
 from __future__ import annotations
 
-from html import escape
-
 import ipycytoscape
 import ipywidgets as widgets
 
-from .common import View, how_to_read, layer_label
-from .session import running_loop
+from .common import View, about, how_to_read, layer_label
 
 COLUMN, MIN_COLUMN, ROW = 84, 64, 34
 #: the columns' span (graph units) that the canvas shows with labels of 11 px or more: VGG16's 16 columns
 SPAN = 15 * COLUMN
 EDGES_PER_NODE = 3
 MIN_ZOOM, MAX_ZOOM = 0.2, 4.0
-EDGE_DELAY_S = 0.3
 HOVER_HINT = "hover a neuron for its layer, index and relevance; click it (or pick it below) to select it"
 #: what the drawing means, for the legend under the graph
 LEGEND = ("<b>How to read:</b> one column per layer (or block), input side on the left; each circle is one of the "
@@ -99,31 +95,28 @@ class LayerGraph(View):
         super().__init__(state, [widgets.HBox([self.fit, self.neuron, self.hover]), frame, self.legend, self.how],
                          layout=widgets.Layout(width="100%"))
         self._edge_ids: set[tuple[str, str]] = set()
-        self._builds, self._edges_added, self._base_pairs = 0, False, []
-        self._loop = running_loop()  # the kernel's: edges are drawn a moment after their nodes
+        self._builds = 0
         self.refresh()
 
-    def refresh(self) -> None:
+    def fresh(self) -> bool:
+        return self.current("graph", "paths")
+
+    def render(self) -> None:
         result = self.state.result
-        if result is None:
-            return
+        if result is None or result.graph is None:
+            return  # the graph on screen stays, dimmed, until the new one is computed
         if self.changed("graph", result.graph):
             self._build(result)
-        if result.graph is not None:
-            self._highlight(result)
+        self._highlight(result)
 
     def _build(self, result) -> None:
-        """A new graph: its nodes now, its edges a moment later. Element ids are new for every graph (the
-        browser adds and removes elements asynchronously: a reused id or an edge that arrives before its
-        nodes would break the drawing)."""
-        self.cytoscape.graph.clear()
+        """A new graph: its nodes and edges replace the old ones in one update. Each element is created with all
+        its data (so the browser never sees an element without its id), ids are new for every graph (the
+        browser removes old elements asynchronously), and an edge never arrives before its nodes, however
+        loaded the machine."""
         self._builds += 1
-        self._edges_added = False
-        self._edge_ids = set()
+        self.hover.value = HOVER_HINT  # the neuron hovered last is of another graph
         graph = result.graph
-        if graph is None:
-            self.legend.value = f"<i>computing the neuron graph for class {escape(result.class_name)}…</i>"
-            return
         names = result.bundle.layer_name
         top = max((abs(n.relevance) for layer in graph.layers for n in graph.nodes[layer]), default=1.0) or 1.0
         with self.quietly():
@@ -132,52 +125,53 @@ class LayerGraph(View):
                 for layer in reversed(graph.layers[:-1]) for n in graph.nodes[layer]]
         nodes, step = [], column_step(len(graph.layers))
         for column, layer in enumerate(graph.layers):
-            nodes.append({"data": {"id": self._id(f"header:{layer}"), "layer": layer, "name": names(layer),
-                                   "label": names(layer), "size": step - 8, "colour": "#eee"}, "classes": "header",
-                          "position": {"x": column * step, "y": -ROW - 10}})
+            nodes.append(ipycytoscape.Node(
+                data={"id": self._id(f"header:{layer}"), "layer": layer, "name": names(layer), "label": names(layer),
+                      "size": step - 8, "colour": "#eee"}, classes="header",
+                position={"x": column * step, "y": -ROW - 10}))
             for row, node in enumerate(graph.nodes[layer]):
-                label = result.bundle.model.category(node.index) if layer == graph.layers[-1] else str(node.index)
-                nodes.append({"data": {"id": self._id(node.id), "neuron": node.id, "layer": layer, "index": node.index,
-                                       "relevance": node.relevance, "name": names(layer), "label": label,
-                                       "role": "class-node " if layer == graph.layers[-1] else "",
-                                       "size": 8 + 16 * (abs(node.relevance) / top) ** 0.5,
-                                       "colour": "#d62728" if node.relevance >= 0 else "#1f77b4"},
-                              "classes": "class-node" if layer == graph.layers[-1] else "",
-                              "position": {"x": column * step, "y": row * ROW + (len(graph.nodes[layer]) == 1) * 3.5 * ROW}})
+                last = layer == graph.layers[-1]
+                nodes.append(ipycytoscape.Node(
+                    data={"id": self._id(node.id), "neuron": node.id, "layer": layer, "index": node.index,
+                          "relevance": node.relevance, "name": names(layer),
+                          "label": result.bundle.model.category(node.index) if last else str(node.index),
+                          "role": "class-node " if last else "", "size": 8 + 16 * (abs(node.relevance) / top) ** 0.5,
+                          "colour": "#d62728" if node.relevance >= 0 else "#1f77b4"},
+                    classes="class-node" if last else "",
+                    position={"x": column * step, "y": row * ROW + (len(graph.nodes[layer]) == 1) * 3.5 * ROW}))
         flows = graph.edges()
         self._flows = {(u.id, v.id): w for u, v, w in flows}
         self._best = max((abs(w) for _, _, w in flows), default=1.0) or 1.0
         by_source: dict[str, list] = {}
         for u, v, w in flows:
             by_source.setdefault(u.id, []).append((u.id, v.id))
-        self._base_pairs = [pair for items in by_source.values()
-                            for pair in sorted(items, key=lambda pair: -abs(self._flows[pair]))[:EDGES_PER_NODE]]
-        self.cytoscape.graph.add_graph_from_json({"nodes": nodes, "edges": []}, directed=False)
-        if self._loop is None:
-            self._add_edges(self._builds)
-        else:
-            self._loop.call_later(EDGE_DELAY_S, self._add_edges, self._builds)
+        path_edges, longest, dropped = self._marks(result)
+        pairs = list(dict.fromkeys([pair for items in by_source.values() for pair in
+                                    sorted(items, key=lambda pair: -abs(self._flows[pair]))[:EDGES_PER_NODE]]
+                                   + sorted(path_edges)))
+        self._edge_ids = set(pairs)
+        self._replace(nodes, [self._edge(pair, self._edge_classes(pair, path_edges, longest, dropped))
+                              for pair in pairs])
+
+    def _replace(self, nodes: list, edges: list) -> None:
+        """Every element of the drawing at once, in one message; then the old elements are closed. Held until
+        then: an element garbage-collected inside the hold would be closed in the browser before the message
+        that drops it from the graph, and the browser could not apply that message."""
+        graph = self.cytoscape.graph
+        old = [*graph.nodes, *graph.edges]
+        with graph.hold_sync():
+            graph.nodes, graph.edges = nodes, edges
+        for element in old:
+            element.close()
 
     def _id(self, name: str) -> str:
         return f"g{self._builds}/{name}"
 
-    def _add_edges(self, build: int) -> None:
-        result = self.state.result
-        if build != self._builds or result is None or result.graph is None:
-            return  # another graph was drawn meanwhile
-        path_edges, longest, dropped = self._marks(result)
-        pairs = list(dict.fromkeys(self._base_pairs + sorted(path_edges)))
-        self._edge_ids = set(pairs)
-        self.cytoscape.graph.add_graph_from_json({"nodes": [], "edges": [
-            self._edge(pair, self._edge_classes(pair, path_edges, longest, dropped)) for pair in pairs]})
-        self._edges_added = True
-        self._highlight(result)
-
-    def _edge(self, pair: tuple[str, str], classes: str = "") -> dict:
+    def _edge(self, pair: tuple[str, str], classes: str = "") -> ipycytoscape.Edge:
         (u, v), flow = pair, self._flows[pair]
-        return {"data": {"id": self._id(f"{u}->{v}"), "pair": f"{u}->{v}", "source": self._id(u),
-                         "target": self._id(v), "weight": flow, "width": 0.5 + 4 * abs(flow) / self._best},
-                "classes": classes}
+        return ipycytoscape.Edge(data={"id": self._id(f"{u}->{v}"), "pair": f"{u}->{v}", "source": self._id(u),
+                                       "target": self._id(v), "weight": flow,
+                                       "width": 0.5 + 4 * abs(flow) / self._best}, classes=classes)
 
     @staticmethod
     def _marks(result) -> tuple[set, set, set]:
@@ -201,14 +195,13 @@ class LayerGraph(View):
         request = result.request
         path_edges, longest, dropped = self._marks(result)
         kept = result.selection.kept if result.selection is not None else None
-        if self._edges_added:
-            missing = [pair for pair in path_edges if pair not in self._edge_ids]
-            if missing:  # a path through an edge not drawn yet (its nodes were drawn long ago)
-                self._edge_ids |= set(missing)
-                self.cytoscape.graph.add_graph_from_json({"nodes": [], "edges": [self._edge(pair) for pair in missing]})
-            for edge in self.cytoscape.graph.edges:
-                pair = tuple(edge.data["pair"].split("->"))
-                self._set(edge, self._edge_classes(pair, path_edges, longest, dropped))
+        missing = [pair for pair in sorted(path_edges) if pair not in self._edge_ids]
+        if missing:  # the paths arrived after the graph: their edges join it (its nodes are already drawn)
+            self._edge_ids |= set(missing)
+            self.cytoscape.graph.edges = [*self.cytoscape.graph.edges, *map(self._edge, missing)]
+        for edge in self.cytoscape.graph.edges:
+            pair = tuple(edge.data["pair"].split("->"))
+            self._set(edge, self._edge_classes(pair, path_edges, longest, dropped))
         selected = f"{request.selected[0]}:{request.selected[1]}" if request.selected else ""
         for node in self.cytoscape.graph.nodes:
             if "index" not in node.data:  # a column header: the α layer's shows how many neurons α keeps
@@ -220,7 +213,7 @@ class LayerGraph(View):
                       + ("selected-neuron" if node.data["neuron"] == selected else ""))
         paths = (f"the {len(result.paths)} best paths in red" if result.paths is not None
                  else "<i>finding the best paths…</i>")
-        self.legend.value = (f"class {escape(result.class_name)} · {paths} · faded: the neurons that α = "
+        self.legend.value = (f"{about(result)} · {paths} · faded: the neurons that α = "
                              f"{request.alpha:g} drops at {layer_label(result.bundle, result.layer)}")
         with self.quietly():
             self.neuron.value = tuple(request.selected) if tuple(request.selected) in [

@@ -8,12 +8,10 @@ it shows recomputes nothing.
 """
 from __future__ import annotations
 
-from html import escape
-
 import ipywidgets as widgets
 
 from ..analysis.render import activation_overlay, relevance_overlay
-from .common import ACTIVATION_BAR, RELEVANCE_BAR, PictureFigure, View, colour_bar, how_to_read
+from .common import ACTIVATION_BAR, RELEVANCE_BAR, PictureFigure, View, about, colour_bar, how_to_read
 
 
 def _path_options(k: int) -> list[tuple[str, str]]:
@@ -28,7 +26,7 @@ class _Heatmap(View):
     def __init__(self, state, title: str, modes: list[tuple[str, str]], size: str, bar: tuple, how: str,
                  opacity: float):
         self.figure = PictureFigure(title, size)
-        self.caption = widgets.HTML(layout=widgets.Layout(width=size, min_height="36px"))
+        self.caption = widgets.HTML(layout=widgets.Layout(width=size, height="50px", overflow="hidden"))  # 3 lines: nothing moves
         self.caption.add_class("lrp-caption")
         self.mode = widgets.Dropdown(options=modes + _path_options(state.k), layout=widgets.Layout(width=size))
         self.opacity = widgets.FloatSlider(value=opacity, min=0, max=1, step=0.05, description="opacity",
@@ -81,7 +79,10 @@ class RelevanceHeatmap(_Heatmap):
             return result.path_relevance[index], f"path {index + 1}", False
         return result.bundle.input_relevance, "full explanation", mode != "full"
 
-    def refresh(self) -> None:
+    def fresh(self) -> bool:
+        return self.state.result is None or (self.current() and not self.relevance()[2])
+
+    def render(self) -> None:
         result = self.state.result
         if result is None:
             return
@@ -89,8 +90,7 @@ class RelevanceHeatmap(_Heatmap):
         data, what, standing_in = self.relevance()
         name = dict((v, k) for k, v in self.mode.options).get(self.state.heatmap_mode, self.state.heatmap_mode)
         self._draw(result.bundle.grey_picture, relevance_overlay, data, f"relevance: {name}",
-                   f"class <b>{escape(result.class_name)}</b>: {what}"
-                   + (" <i>(computing the selection…)</i>" if standing_in else ""))
+                   f"{about(result)}: {what}" + (" <i>(computing the selection…)</i>" if standing_in else ""))
 
 
 class ActivationHeatmap(_Heatmap):
@@ -101,25 +101,30 @@ class ActivationHeatmap(_Heatmap):
         self.refresh()
 
     def activation(self):
-        """The activation map shown (None while it is computed) and its description."""
+        """The activation map shown (None for none), its description, and whether it is being computed."""
         result, mode = self.state.result, self.mode.value
         if mode == "neuron":
             neuron = result.neuron
-            return (None, "no neuron selected") if neuron is None else (
-                neuron.activation, f"neuron {neuron.index} of {result.bundle.layer_name(neuron.layer)}")
+            if neuron is None or neuron.activation is None:
+                return (None, "computing the selected neuron…", True) if result.request.selected else (
+                    None, "no neuron selected", False)
+            return neuron.activation, f"neuron {neuron.index} of {result.bundle.layer_name(neuron.layer)}", False
         if result.path_activation is None:
-            return None, "computing the paths…"
+            return None, "computing the paths…", True
         if mode.startswith("path "):
             index = int(mode.split()[1])
-            return (result.path_activation[1 + index], f"path {index + 1}") if index < len(result.paths) else (
-                None, "no such path")
-        return result.path_activation[0], f"the {len(result.paths)} best paths"
+            return (result.path_activation[1 + index], f"path {index + 1}", False) if index < len(result.paths) else (
+                None, "no such path", False)
+        return result.path_activation[0], f"the {len(result.paths)} best paths", False
 
-    def refresh(self) -> None:
+    def fresh(self) -> bool:
+        return self.state.result is None or (self.current() and not self.activation()[2])
+
+    def render(self) -> None:
         result = self.state.result
         if result is None:
             return
         self._sync_path_options(result.request.k)
-        data, what = self.activation()
+        data, what, _ = self.activation()
         self._draw(result.bundle.picture, activation_overlay, data, f"activation: {self.mode.label}",
-                   f"class <b>{escape(result.class_name)}</b>: {what}")
+                   f"{about(result)}: {what}")

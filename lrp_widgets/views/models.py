@@ -42,7 +42,7 @@ class ModelPicker(View):
         with self.state.hold_trait_notifications():
             self.state.model_name, self.state.weights = name, weights
 
-    def refresh(self) -> None:
+    def render(self) -> None:
         """Both dropdowns show the current request's model."""
         state = self.state
         family = YOURS if self.yours.get(state.model_name) == state.weights else next(

@@ -9,11 +9,14 @@
    the neuron graph, the k best paths and their heatmaps, the selected neuron, the α sweep last — on one
    worker thread, into caches keyed by what each part depends on (the image's content, the class, the
    model, the layer …; never by mutable state). A request whose parts are all cached is answered at
-   once on the kernel's thread. A newer request stops an older one at its next stage.
+   once on the kernel's thread. A newer request stops an older one at its next stage, or within the sweep at
+   its next chunk of α values (``SWEEP_CHUNK``; the chunks done stay cached: the newer request's sweep
+   resumes there), so a click during the sweep waits for one chunk at most.
 3. After each slow stage (over ``PUBLISH_AFTER_S``; quick ones go with the next) and at the end, a
    :class:`Result` — the request and all that is computed for it so far — is *published*: queued by the worker and set as ``state.result`` on the kernel's event loop, never from
    the worker. A result (or status, or error) whose request is no longer current is dropped.
-4. Views render ``state.result`` and the display choices (opacity, heatmap mode). They never compute.
+4. Views render ``state.result`` and the display choices (opacity, heatmap mode). They never compute. A view
+   whose part of the result is not yet the current request's (``state.request``, set at once) is dimmed.
 
 Outside a kernel (a script, a test) nothing runs an event loop: :meth:`Session.wait` runs the queued
 publications itself. A failed request shows one line in ``state.error`` and puts the inputs back to
@@ -29,6 +32,7 @@ import queue
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -78,14 +82,19 @@ class Request:
 
 @dataclass(frozen=True)
 class Neuron:
-    """The selected neuron: its relevance, deconvolution, conditioned heatmap and activation map."""
+    """The selected neuron: its relevance, deconvolution, conditioned heatmap and activation map (the last two
+    ``None`` while computed: the deconvolution is shown first)."""
 
     layer: str
     index: int
     relevance: float
     deconvolution: torch.Tensor
-    heatmap: torch.Tensor
-    activation: torch.Tensor
+    heatmap: torch.Tensor | None = None
+    activation: torch.Tensor | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.heatmap is not None and self.activation is not None
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,8 @@ class Result:
 
     @property
     def complete(self) -> bool:
-        return self.sweep is not None and (self.neuron is not None or not self.request.selected)
+        return self.sweep is not None and self.sweep.complete and (
+            self.neuron.complete if self.neuron is not None else not self.request.selected)
 
 
 # the stages after the explanation, in the order they are computed and shown: what is on screen first
@@ -138,17 +148,23 @@ def _paths(result: Result) -> Result:
                                                                         for i in range(len(paths))))
 
 
-def _neuron(result: Result) -> Result:
+def _neuron(result: Result) -> Iterator[Result]:
+    """Its deconvolution first (what a click asks to see), then its relevance and activation maps."""
     if not result.request.selected:
-        return result
+        yield result
+        return
     bundle, (layer, index) = result.bundle, result.request.selected
     relevance = float(channel_relevance(bundle.explanation, layer)[index])
-    return replace(result, neuron=Neuron(layer, index, relevance, bundle.deconvolution(layer, index),
-                                         bundle.neuron_relevance(layer, index), bundle.neuron_activation(layer, index)))
+    neuron = Neuron(layer, index, relevance, bundle.deconvolution(layer, index))
+    yield replace(result, neuron=neuron)
+    yield replace(result, neuron=replace(neuron, heatmap=bundle.neuron_relevance(layer, index),
+                                         activation=bundle.neuron_activation(layer, index)))
 
 
-def _sweep(result: Result) -> Result:
-    return replace(result, sweep=result.bundle.sweep(result.layer))
+def _sweep(result: Result) -> Iterator[Result]:
+    """Progressive and last: the first α's points, then more, while no newer request comes."""
+    for sweep in result.bundle.sweep_steps(result.layer):
+        yield replace(result, sweep=sweep)
 
 
 #: the memory the explanations kept for going back may take (one is always kept)
@@ -157,6 +173,16 @@ CACHE_BYTES = 400 * 2**20
 PUBLISH_AFTER_S = 0.05
 STAGES = (("Algorithm 1 at {layer}", _alpha), ("the neuron graph", _graph), ("the {k} best paths", _paths),
           ("the selected neuron", _neuron), ("the α sweep at {layer}", _sweep))
+
+
+def _steps(outcome: Result | Iterator[Result]) -> Iterator[Result]:
+    """A stage's results: one, or a progressive stage's steps."""
+    return iter([outcome]) if isinstance(outcome, Result) else outcome
+
+
+def _last(outcome: Result | Iterator[Result]) -> Result:
+    *_, result = _steps(outcome)
+    return result
 
 
 def _release_freed_memory() -> None:
@@ -171,14 +197,16 @@ def _release_freed_memory() -> None:
 class Session:
     """Computes ``state``'s requests and publishes their results; ``background=False`` computes on the
     caller's thread (scripts, tests, benchmarks). Keeps the latest explanations that fit in ``cache_bytes``
-    (VGG16: ~180 MB each, so the default keeps two; the newest is always kept)."""
+    with the models they need (VGG16: ~180 MB each, so the default keeps two of one model; an explanation of
+    another model also costs that model's size; the newest is always kept), and the user's own models."""
 
     def __init__(self, state: ExplorerState, background: bool = True, device: str = "cpu",
                  cache_bytes: int = CACHE_BYTES):
         self.state = state
         self.device = device
         self.cache_bytes = cache_bytes
-        self.models: dict[tuple[str, str], LoadedModel] = {}
+        self.models: dict[tuple[str, str], LoadedModel] = {}  # the request's, the cached explanations', the user's
+        self._own: set[tuple[str, str]] = set()  # the user's own models: never forgotten (nothing to load them from)
         self.bundles: dict[tuple, Bundle] = {}
         self._keyed: tuple[Image.Image | None, str] = (None, "")  # the last image and its content key
         self._loop = running_loop()  # the kernel's event loop, where results are published
@@ -203,7 +231,8 @@ class Session:
 
     def add_model(self, model: LoadedModel) -> None:
         """Know ``model`` (a user's own network) under its name and weights label: requests for them use it."""
-        self.models[(model.name, model.weights)] = model
+        self.models[_model_key(model)] = model
+        self._own.add(_model_key(model))
 
     def _input_changed(self, change) -> None:
         if self._adjusting:
@@ -227,11 +256,12 @@ class Session:
         request = Request.of(state, self._keyed[1])
         with self._changed:
             self._current = request
+        state.request = request  # at once: the views not showing it are dimmed until they do
         try:
             with cached_only():
                 result = self._cached_result(request)
         except (NotCached, LRPWidgetsError):  # the worker computes it, or reports the error
-            state.status, state.busy = "working…", True
+            state.status, state.busy = "", True
             with self._changed:
                 self._changed.notify_all()
             if self._worker is None:
@@ -250,7 +280,7 @@ class Session:
             raise NotCached("explanation")
         result = self._first_result(request, bundle)
         for _, stage in STAGES:
-            result = stage(result)
+            result = _last(stage(result))
         return result
 
     def _drain(self) -> None:
@@ -291,6 +321,7 @@ class Session:
             if shown.complete:
                 with self._changed:
                     self._current = self._finished = shown.request
+                state.request = shown.request
             else:
                 self.submit()
 
@@ -356,15 +387,20 @@ class Session:
             started, published = time.perf_counter(), None
             result = self._first_result(request, self._explanation(request, model))
             for status, stage in ((None, None), *STAGES):  # the explanation, then each stage
+                steps = [result]
                 if stage is not None:
                     if request != self._current:
                         return
-                    self._publish(request, "status", status.format(layer=result.layer, k=request.k) + "…")
+                    self._publish(request, "status", status.format(layer=result.bundle.layer_name(result.layer),
+                                                                   k=request.k) + "…")
                     started = time.perf_counter()
-                    result = stage(result)
-                if time.perf_counter() - started > PUBLISH_AFTER_S:  # slow: show it before the next stage
-                    self._publish(request, "result", result)
-                    published = result
+                    steps = _steps(stage(result))
+                for result in steps:  # a progressive stage's steps: each may be the last before a newer request
+                    if time.perf_counter() - started > PUBLISH_AFTER_S:  # slow: show it before the next step
+                        self._publish(request, "result", result)
+                        published, started = result, time.perf_counter()
+                    if request != self._current:
+                        return
             if published is not result:
                 self._publish(request, "result", result)
             self._publish(request, "done", last=True)
@@ -384,12 +420,13 @@ class Session:
             what = "its top class" if request.target is None else f"class {model.category(request.target)}"
             self._publish(request, "status", f"explaining {name} for {what} with {model.name}…")
             newest = next(reversed(self.bundles.values()), None)
-            self._forget_old_bundles(room=newest.explanation.nbytes if newest is not None else 0)
+            self._forget_old_bundles(room=newest.explanation.nbytes if newest is not None else 0,
+                                     model=_model_key(model))
             bundle = Bundle.explain(model, request.image, request.target, top_n=request.top_n)
             bundle.picture, bundle.grey_picture, bundle.predictions, bundle.layer_names  # noqa: B018 - computed here, not while a view renders
             for target in {request.target, bundle.target}:  # the top-1 is also its own class
                 self.bundles[replace(request, target=target).explanation_key] = bundle
-            self._forget_old_bundles()
+            self._forget_old_bundles(model=_model_key(model))
         return bundle
 
     @staticmethod
@@ -397,28 +434,45 @@ class Session:
         layer = request.layer if request.layer in bundle.conv_layers else bundle.conv_layers[-1]
         return Result(request, bundle, layer)
 
-    def _forget_old_bundles(self, room: int = 0) -> None:
+    def _forget_old_bundles(self, room: int = 0, model: tuple[str, str] | None = None) -> None:
         """Keep the newest explanations that fit in ``cache_bytes`` with ``room`` to spare (always the newest
-        when there is no room to make)."""
-        kept, total = set(), room
+        when there is no room to make), and only the models they need besides ``model`` (the request's) and
+        the user's own. An explanation of another model costs that model's memory too (its traced network:
+        folded batch norms, modified weights); a model is cheap to load again (its weights are mapped)."""
+        kept, total, counted = set(), room, {model, *self._own}
         for bundle in reversed(list(dict.fromkeys(self.bundles.values()))):  # newest first
-            total += bundle.explanation.nbytes
+            key = _model_key(bundle.model)
+            total += bundle.explanation.nbytes + (0 if key in counted else _model_bytes(bundle.model))
             if total > self.cache_bytes and (kept or room):
                 break
             kept.add(bundle)
+            counted.add(key)
         self.bundles = {key: bundle for key, bundle in self.bundles.items() if bundle in kept}
+        self.models = {key: loaded for key, loaded in self.models.items() if key in counted}
 
     def model(self, name: str, weights: str, request: Request | None = None) -> LoadedModel:
         key = (name, weights)
         if key not in self.models:
             if weights == "own":
                 raise ModelError(f"no model of yours is called '{name}'")
+            newest = next(reversed(self.bundles.values()), None)  # room for the next explanation, before loading
+            self._forget_old_bundles(room=newest.explanation.nbytes if newest is not None else 0, model=key)
             if request is not None:
                 self._publish(request, "status", f"loading {name} ({weights} weights)…")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UntrainedWeightsWarning)
                 self.models[key] = load_model(name, weights, progress=False, device=self.device)
         return self.models[key]
+
+
+def _model_key(model: LoadedModel) -> tuple[str, str]:
+    return model.name, model.weights
+
+
+def _model_bytes(model: LoadedModel) -> int:
+    """What a loaded model pins besides its mapped weights, estimated as the size of its parameters and buffers
+    (its traced networks hold folded or modified copies of them)."""
+    return sum(t.numel() * t.element_size() for t in (*model.module.parameters(), *model.module.buffers()))
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

@@ -2,8 +2,8 @@
 
 Inputs (image, model, weights, class, layer, α, k, selected neuron) make the session's current
 :class:`~lrp_widgets.views.session.Request`; display choices (heatmap mode, opacity) only change how a
-view renders. The :class:`~lrp_widgets.views.session.Session` publishes ``result`` (the current request's
-results), ``busy``, ``status`` and ``error``.
+view renders. The :class:`~lrp_widgets.views.session.Session` publishes ``request`` (the current one, at once),
+``result`` (the current request's results), ``busy``, ``status`` and ``error``.
 
 >>> state = ExplorerState()
 >>> state.alpha, state.k, state.heatmap_mode, state.result
@@ -36,6 +36,7 @@ class ExplorerState(HasTraits):
                            "the k paths), path 0 … path k-1 (one path)")
     opacity = Float(0.8)
     # published by the session
+    request = Any(None, allow_none=True, help="session.Request: the inputs being shown or computed (latest wins)")
     result = Any(None, allow_none=True, help="session.Result of the current request, or None before the first")
     pretrained = Bool(True)
     busy = Bool(False)

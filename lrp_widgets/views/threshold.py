@@ -3,13 +3,11 @@ readout; ``sweep_view``: the sweep curves (bqplot) on their own axes, the optima
 explained, a click on a point sets α."""
 from __future__ import annotations
 
-from html import escape
-
 import bqplot
 import ipywidgets as widgets
 
 from ..analysis.threshold import DEFAULT_ALPHAS
-from .common import View, how_to_read, layer_label
+from .common import STALE_STYLE, View, about, dim, how_to_read, layer_label
 
 MSE_COLOUR, SMAPE_COLOUR, OPTIMUM_COLOUR = "#d62728", "#1f77b4", "#2ca02c"
 OPTIMAL_RULE = "the fewest kept neurons whose MSE is at most the mean MSE of the sweep"
@@ -29,7 +27,7 @@ class ThresholdSlider(View):
         widgets.link((self.k, "value"), (state, "k"))
         self.layer.observe(self._layer_chosen, "value")
         state.observe(self._show_layer, "layer")
-        self.readout = widgets.HTML(layout=widgets.Layout(min_height="54px"))
+        self.readout = widgets.HTML(layout=widgets.Layout(height="70px", overflow="hidden"))  # 4 lines
         # α runs over the whole swept range, so the marker stays visible at its ends; MSE and SMAPE each have
         # their own axis and unit
         x = bqplot.LinearScale(min=DEFAULT_ALPHAS[0] - 0.1, max=DEFAULT_ALPHAS[-1] + 0.1, allow_padding=False)
@@ -62,8 +60,13 @@ class ThresholdSlider(View):
         controls = widgets.VBox([self.alpha, widgets.HBox([self.k, self.layer]), self.readout],
                                 layout=widgets.Layout(width="360px"))
         super().__init__(state, [controls])
-        self.sweep_view = widgets.VBox([self.plot, self.key])
+        self.sweep_note = widgets.HTML(STALE_STYLE)
+        self.sweep_note.add_class("lrp-note")
+        self.sweep_caption = widgets.HTML(layout=widgets.Layout(width="420px", height="18px", overflow="hidden"))
+        self.sweep_caption.add_class("lrp-sweep-caption")
+        self.sweep_view = widgets.VBox([self.sweep_note, self.plot, self.sweep_caption, self.key])
         self.sweep_view.add_class("lrp-sweep")
+        self.sweep_view.add_class("lrp-view")
         self.refresh()
 
     def _point_clicked(self, mark, event) -> None:
@@ -84,7 +87,14 @@ class ThresholdSlider(View):
                 self.layer.options = options
             self.layer.value = self.state.layer if self.state.layer in layers else None
 
-    def refresh(self) -> None:
+    def fresh(self) -> bool:
+        return self.current("selection")
+
+    def mark_stale(self) -> None:
+        super().mark_stale()
+        dim(self.sweep_view, self.sweep_note, not self.current("sweep"), self.state)
+
+    def render(self) -> None:
         result = self.state.result
         if result is None:
             return
@@ -95,20 +105,25 @@ class ThresholdSlider(View):
             self._say(f"<i>Algorithm 1 at {result.bundle.layer_name(result.layer)}…</i>")
             return
         kept = int(selection.kept.sum())
-        text = (f"keeps <b>{kept}</b>/{selection.kept.numel()} neurons of {result.bundle.layer_name(result.layer)} for class "
-                f"{escape(result.class_name)} (score &gt; μ − α·σ = {selection.threshold:.3g})")
+        text = (f"keeps <b>{kept}</b>/{selection.kept.numel()} neurons of {result.bundle.layer_name(result.layer)} for "
+                f"{about(result)} (score &gt; μ − α·σ = {selection.threshold:.3g})")
         if sweep is None:
             self._say(f"{text}<br><i>computing the sweep…</i>")
             return
-        at = sweep.at(result.request.alpha)
-        text += f"<br>MSE {at['mse']:.3g} · SMAPE {at['smape']:.3g} · optimal α = <b>{sweep.optimal_alpha:g}</b>"
+        progress = "" if sweep.complete else f" (computing: {len(sweep.alphas)} of {len(DEFAULT_ALPHAS)} α so far…)"
         if self.changed("curves", sweep):
             with self.plot.hold_sync():
+                self.sweep_caption.value = (f'<div style="font-size:12px">{about(result)} · α at '
+                                            f'{result.bundle.layer_name(result.layer)}{progress}</div>')
                 self.mse.x = self.smape.x = self.points.x = sweep.alphas
                 self.mse.y = self.points.y = sweep.mse
                 self.smape.y = sweep.smape
-                self.optimum.x = [sweep.optimal_alpha, sweep.optimal_alpha]
-        self._say(text)
+                self.optimum.x = [sweep.optimal_alpha, sweep.optimal_alpha] if sweep.complete else []
+        if not sweep.complete:
+            self._say(f"{text}<br><i>computing the sweep: {len(sweep.alphas)} of {len(DEFAULT_ALPHAS)} α…</i>")
+            return
+        at = sweep.at(result.request.alpha)
+        self._say(f"{text}<br>MSE {at['mse']:.3g} · SMAPE {at['smape']:.3g} · optimal α = <b>{sweep.optimal_alpha:g}</b>")
 
     def _say(self, html: str) -> None:
         self.readout.value = f'<div style="font-size:13px;line-height:17px">{html}</div>'
