@@ -259,8 +259,9 @@ def bar_class(page, index: int) -> str:
 def idle(page) -> bool:
     """The app finished: nothing working, the sweep shown, both captions and the graph's paths drawn."""
     shown = views(page)
-    return (not shown["busy"] and "optimal α = " in shown["text"] and len(shown["captions"]) == 2
-            and "computing" not in " ".join(shown["captions"]) and (graph(page) or {}).get("paths", 0) > 0)
+    vanishing = "no paths: the relevance vanishes" in shown["legend"]  # nothing to draw: said in words
+    return (not shown["busy"] and ("optimal α = " in shown["text"] or vanishing) and len(shown["captions"]) == 2
+            and "computing" not in " ".join(shown["captions"]) and ((graph(page) or {}).get("paths", 0) > 0 or vanishing))
 
 
 def wait_idle(page, what: str) -> None:
@@ -363,6 +364,40 @@ def test_app_renders_every_view(page):
     assert any(b'"click"' in frame for frame in page.sent), "the page did not ask for a resync"
 
 
+#: The top of the relevance heatmap's view at every change of the page, once every view is built (its six
+#: figures and the graph's canvas: the page assembles itself in a fraction of a second before that).
+RECORD_TOPS = """() => {
+  window.__tops = [];
+  const note = () => {
+    const view = document.querySelector('.lrp-relevanceheatmap');
+    const built = document.querySelectorAll('.bqplot').length >= 6 &&
+      [...document.querySelectorAll('div')].some(el => el._cyreg && el._cyreg.cy);
+    if (view && built) window.__tops.push(Math.round(view.getBoundingClientRect().top));
+  };
+  new MutationObserver(note).observe(document, {subtree: true, childList: true, characterData: true,
+                                                attributes: true});
+}"""
+
+
+@pytest.mark.parametrize("size", [(1280, 720)])
+def test_nothing_moves_while_the_page_loads_the_banner_included(server, browser, size):
+    """From the moment every view is built until the first explanation is complete, the heatmaps stay where
+    they are: the untrained-weights banner has its place before the first result."""
+    context = browser.new_context(viewport={"width": size[0], "height": size[1]})
+    page = context.new_page()
+    page.console_errors = []
+    page.add_init_script(f"document.addEventListener('DOMContentLoaded', {RECORD_TOPS})")
+    page.goto(server, timeout=TIMEOUT * 1000)
+    page.wait_for_selector(".lrp-explorer", timeout=TIMEOUT * 1000)
+    wait_idle(page, "the first explanation")
+    tops, shown = page.evaluate("() => window.__tops"), banner(page)
+    shot(page, "loaded")
+    page.goto("about:blank")
+    context.close()
+    assert "random (untrained) weights" in shown
+    assert len(tops) > 10 and len(set(tops)) == 1, sorted(set(tops))
+
+
 def test_moving_the_slider_changes_the_graph_and_the_heatmap(page):
     before_nodes, before_png = graph(page)["nodes"], heatmap(page, "relevance")
     assert "the neurons α = 1 keeps at conv5_3" in views(page)["captions"][0]
@@ -462,6 +497,45 @@ def test_the_hovered_neurons_readout_goes_with_the_graph_it_was_read_from(page):
 
 def hover(page) -> str:
     return page.locator(".lrp-hover").inner_text().replace("\xa0", " ")
+
+
+#: How much of the error message is hidden (px): its height beyond what its line shows.
+ERROR_HIDDEN = """() => {
+  const error = document.querySelector('.lrp-error');
+  const line = error.closest('.widget-hbox');
+  return Math.max(0, error.getBoundingClientRect().bottom - line.getBoundingClientRect().bottom,
+                  error.scrollHeight - error.clientHeight);
+}"""
+
+
+@pytest.mark.parametrize("page", [(1280, 720)], indirect=True)
+def test_a_long_error_is_shown_whole(page, tmp_path):
+    bad = tmp_path / f"{'a-holiday-picture-with-a-long-name-' * 6}.jpg"
+    bad.write_text("this is not a picture")
+    upload(page, bad)
+    wait_until(page, lambda: views(page)["error"] != "", "the error message")
+    assert "not an image we can read (not a known image format)" in views(page)["error"]
+    assert page.locator(".lrp-error").bounding_box()["height"] > 30  # it takes two lines here
+    assert page.evaluate(ERROR_HIDDEN) == 0
+    shot(page, "long-error")
+
+
+def test_alpha_is_explained_on_screen(page):
+    meaning = page.locator(".lrp-alpha-meaning")
+    assert meaning.is_visible()
+    text = meaning.inner_text().replace("\xa0", " ")
+    assert "What is α?" in text and "activation minus its relevance" in text and "μ − α·σ" in text
+    assert "at α = −2 even highly relevant neurons are faded" in text
+
+
+def test_an_untrained_mobilenet_says_its_relevance_vanishes_and_draws_no_paths(page):
+    pick_model(page, "MobileNet", "mobilenet_v2")
+    wait_until(page, lambda: idle(page) and all(" · mobilenet_v2:" in c for c in views(page)["captions"]),
+               "MobileNet V2's explanation")
+    notice = page.locator(".lrp-vanishing")
+    assert notice.is_visible() and "the class score is" in notice.inner_text()
+    assert graph(page)["paths"] == 0 and "optimal α = " not in views(page)["text"]
+    shot(page, "mobilenet-vanishing")
 
 
 def test_the_top1_bar_can_be_chosen_again(page):

@@ -96,9 +96,9 @@ def test_reloads_fit_binder(group, browser):
 
 
 #: six model switches (random weights: every model's parameters are anonymous memory) peaked at 1826 MiB with
-#: 79,331 limit hits when the session kept every model; it keeps only what its budget allows now (1542-1587 MiB
-#: measured). Issue 21's goal of 1.2 GiB is not reached yet.
-MODEL_SWITCH_BUDGET = 1.7 * GiB
+#: 79,331 limit hits when the session kept every model; it keeps only what its budget allows now (1542-1645 MiB
+#: measured in three runs). Issue 21's goal of 1.2 GiB is not reached yet.
+MODEL_SWITCH_BUDGET = 1.75 * GiB
 
 
 def test_six_model_switches_fit_binder(group, browser):

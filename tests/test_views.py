@@ -309,6 +309,22 @@ def test_a_neuron_clicked_during_the_sweep_is_shown_before_the_sweep_which_resum
     assert result.sweep.optimal_alpha == at_once.optimal_alpha
 
 
+def test_vanishing_relevance_is_said_in_words_and_draws_no_paths():
+    """Untrained MobileNet V2's class score is ~1e-9 and ShuffleNet V2's relevance dies out before the input: the
+    status line says so, the graph draws no paths and the readout no sweep figures; VGG-11's does not vanish."""
+    for model, why in (("mobilenet_v2", "the class score is"), ("shufflenet_v2_x0_5", "the relevance vanishes")):
+        explorer = Explorer(model=model, weights="random", image="castle", background=False)
+        assert explorer.state.bundle.vanishing.startswith(why), explorer.state.bundle.vanishing
+        assert f'class="lrp-vanishing"' in explorer.status.message.value and why in explorer.status.message.value
+        assert red_edges(explorer) == set() and "no paths: the relevance vanishes" in explorer.graph.legend.value
+        readout = explorer.threshold.readout.value
+        assert "no sweep to read" in readout and "optimal α" not in readout
+    explorer = Explorer(model="vgg11", weights="random", image="castle", background=False)
+    assert explorer.state.bundle.vanishing is None and "lrp-vanishing" not in explorer.status.message.value
+    assert red_edges(explorer) == path_edge_ids(explorer.state.result.paths) != set()
+    assert "optimal α" in explorer.threshold.readout.value
+
+
 def fresh_checks(explorer) -> None:
     """Every view shows the current request, equal to a fresh explanation of it."""
     state, session = explorer.state, explorer.session
@@ -342,7 +358,7 @@ def fresh_checks(explorer) -> None:
               if "lrp-stale" in view._dom_classes]
     assert dimmed == []
     assert explorer.graph.cytoscape.graph.nodes[-1].data["label"] == model.category(result.target)
-    assert red_edges(explorer) == path_edge_ids(result.paths)
+    assert red_edges(explorer) == (set() if result.bundle.vanishing else path_edge_ids(result.paths))
     assert explorer.threshold.layer.value == result.layer
     assert np.array_equal(decoded(explorer.relevance.figure),
                           relevance_overlay(result.bundle.grey_picture, result.masked_relevance, state.opacity))

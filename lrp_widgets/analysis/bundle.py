@@ -38,6 +38,8 @@ from .paths import Path, k_best_paths, path_count
 from .render import greyscale, input_picture
 from .threshold import DEFAULT_ALPHAS, Selection, Sweep, get_optimizer, masked_heatmaps, sweep_of
 
+#: a class score, or input relevance per unit of class score, below this is "nothing to show"
+VANISHING = 1e-6
 #: α values of the sweep computed together (one propagation): a newer request waits at most for one chunk
 SWEEP_CHUNK = 2
 
@@ -88,6 +90,20 @@ class Bundle:
     @property
     def target(self) -> int:
         return int(self.explanation.targets[0])
+
+    @cached_property
+    def vanishing(self) -> str | None:
+        """Why there is nothing to see, when the class score or its relevance at the input is (nearly) zero —
+        an untrained deep network's signal often dies out on the way — else None."""
+        score = float(self.explanation.output_relevance[0])
+        relevance = float(self.input_relevance.abs().sum())
+        if abs(score) < VANISHING:
+            return (f"the class score is {score:.2g}: the signal dies out before the output (typical of untrained "
+                    "weights), so there is no relevance to show")
+        if relevance < VANISHING * abs(score):
+            return (f"the relevance vanishes on its way to the input (Σ|R| = {relevance:.2g} for a class score of "
+                    f"{score:.2g}; typical of untrained weights): no heatmap, paths or sweep to show")
+        return None
 
     @cached_property
     def picture(self) -> np.ndarray:

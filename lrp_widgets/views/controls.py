@@ -148,10 +148,10 @@ class StatusBar(View):
     def __init__(self, state):
         self.banner = widgets.HTML()
         self.progress = widgets.HTML()
-        self.message = widgets.HTML()
-        line = widgets.HBox([self.progress, self.message], layout=widgets.Layout(min_height="26px", height="26px",
-                                                                                 overflow="hidden"))
-        super().__init__(state, [self.banner, line])  # the line keeps its height: nothing below it moves
+        self.message = widgets.HTML(layout=widgets.Layout(flex="1 1 auto"))
+        # one line's height whatever is being computed (nothing below it moves); an error grows it, whole
+        self.line = widgets.HBox([self.progress, self.message], layout=widgets.Layout(height="26px", overflow="hidden"))
+        super().__init__(state, [self.banner, self.line])
         self.refresh()
 
     def render(self) -> None:
@@ -162,5 +162,11 @@ class StatusBar(View):
                              f'border:1px solid #e0c36c">⚠ {escape(model)}: {UNTRAINED_MESSAGE}</div>')
         self.progress.value = (f'<span class="lrp-busy">{f"working: {escape(state.status)}" if state.status else "working…"}'
                                '</span>' if state.busy else "")
-        self.message.value = (f'<div class="lrp-error" style="color:#a00;padding:2px 8px">⚠ {escape(state.error)}</div>'
-                              if state.error else "")
+        vanishing = state.result.bundle.vanishing if state.result is not None else None
+        self.line.layout.height, self.line.layout.overflow = (
+            ("auto", "visible") if state.error or vanishing else ("26px", "hidden"))
+        self.message.value = "".join(
+            f'<div class="{kind}" style="color:{colour};padding:2px 8px;white-space:normal;line-height:18px">'
+            f'⚠ {escape(text)}</div>'
+            for kind, colour, text in (("lrp-error", "#a00", state.error), ("lrp-vanishing", "#8a5a00", vanishing))
+            if text)

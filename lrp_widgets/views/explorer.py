@@ -49,6 +49,8 @@ class Explorer(widgets.VBox):
         yours = your_model(model, preprocess, categories, mean, std)
         self.state = (ExplorerState(model_name=model, weights=weights) if yours is None else
                       ExplorerState(model_name=yours.name, weights=yours.weights))
+        # the banner of untrained weights is in place before the first result (the page must not jump then)
+        self.state.pretrained = yours.pretrained if yours is not None else weights != "random"
         self.session = Session(self.state, background=background, device=device)
         if yours is not None:
             self.session.add_model(yours)

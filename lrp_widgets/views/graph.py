@@ -177,7 +177,7 @@ class LayerGraph(View):
     def _marks(result) -> tuple[set, set, set]:
         """The edges of the k paths, those of the best path, and the neurons α drops (as neuron ids)."""
         path_edges, longest = set(), set()
-        for rank, path in enumerate(result.paths or ()):
+        for rank, path in enumerate(() if result.bundle.vanishing else result.paths or ()):  # no paths on nothing
             path_edges |= path.edges
             if rank == 0:
                 longest = path.edges
@@ -211,7 +211,8 @@ class LayerGraph(View):
                 continue
             self._set(node, node.data["role"] + ("dropped " if node.data["neuron"] in dropped else "")
                       + ("selected-neuron" if node.data["neuron"] == selected else ""))
-        paths = (f"the {len(result.paths)} best paths in red" if result.paths is not None
+        paths = ("no paths: the relevance vanishes" if result.bundle.vanishing else
+                 f"the {len(result.paths)} best paths in red" if result.paths is not None
                  else "<i>finding the best paths…</i>")
         self.legend.value = (f"{about(result)} · {paths} · faded: the neurons that α = "
                              f"{request.alpha:g} drops at {layer_label(result.bundle, result.layer)}")

@@ -423,7 +423,7 @@ class Session:
             self._forget_old_bundles(room=newest.explanation.nbytes if newest is not None else 0,
                                      model=_model_key(model))
             bundle = Bundle.explain(model, request.image, request.target, top_n=request.top_n)
-            bundle.picture, bundle.grey_picture, bundle.predictions, bundle.layer_names  # noqa: B018 - computed here, not while a view renders
+            bundle.picture, bundle.grey_picture, bundle.predictions, bundle.layer_names, bundle.vanishing  # noqa: B018 - computed here, not while a view renders
             for target in {request.target, bundle.target}:  # the top-1 is also its own class
                 self.bundles[replace(request, target=target).explanation_key] = bundle
             self._forget_old_bundles(model=_model_key(model))

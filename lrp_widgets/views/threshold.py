@@ -11,6 +11,11 @@ from .common import STALE_STYLE, View, about, dim, how_to_read, layer_label
 
 MSE_COLOUR, SMAPE_COLOUR, OPTIMUM_COLOUR = "#d62728", "#1f77b4", "#2ca02c"
 OPTIMAL_RULE = "the fewest kept neurons whose MSE is at most the mean MSE of the sweep"
+#: what α does, in two sentences on screen
+ALPHA_MEANING = ("<b>What is α?</b> Algorithm 1 scores each neuron of the chosen layer by its activation minus its "
+                 "relevance (each scaled by the layer's largest, summed over its map) and keeps those scoring above "
+                 "μ − α·σ, the layer's mean and spread of scores. A larger α keeps more neurons; a small one keeps "
+                 "only neurons far more active than relevant, so at α = −2 even highly relevant neurons are faded.")
 
 
 class ThresholdSlider(View):
@@ -57,7 +62,9 @@ class ThresholdSlider(View):
             f'<span style="color:{MSE_COLOUR}">━ MSE</span> and <span style="color:{SMAPE_COLOUR}">┅ SMAPE</span> '
             f"between the kept neurons' heatmap and the full one (lower = closer); <b>━</b> your α; "
             f'<span style="color:{OPTIMUM_COLOUR}">┅ optimal α</span>: {OPTIMAL_RULE}.', "420px")
-        controls = widgets.VBox([self.alpha, widgets.HBox([self.k, self.layer]), self.readout],
+        self.meaning = how_to_read(ALPHA_MEANING, "350px")
+        self.meaning.add_class("lrp-alpha-meaning")
+        controls = widgets.VBox([self.alpha, widgets.HBox([self.k, self.layer]), self.readout, self.meaning],
                                 layout=widgets.Layout(width="360px"))
         super().__init__(state, [controls])
         self.sweep_note = widgets.HTML(STALE_STYLE)
@@ -121,6 +128,9 @@ class ThresholdSlider(View):
                 self.optimum.x = [sweep.optimal_alpha, sweep.optimal_alpha] if sweep.complete else []
         if not sweep.complete:
             self._say(f"{text}<br><i>computing the sweep: {len(sweep.alphas)} of {len(DEFAULT_ALPHAS)} α…</i>")
+            return
+        if result.bundle.vanishing:
+            self._say(f"{text}<br>no sweep to read: the relevance vanishes")
             return
         at = sweep.at(result.request.alpha)
         self._say(f"{text}<br>MSE {at['mse']:.3g} · SMAPE {at['smape']:.3g} · optimal α = <b>{sweep.optimal_alpha:g}</b>")
