@@ -317,6 +317,7 @@ def test_vanishing_relevance_is_said_in_words_and_draws_no_paths():
         assert explorer.state.bundle.vanishing.startswith(why), explorer.state.bundle.vanishing
         assert f'class="lrp-vanishing"' in explorer.status.message.value and why in explorer.status.message.value
         assert red_edges(explorer) == set() and "no paths: the relevance vanishes" in explorer.graph.legend.value
+        assert explorer.state.result.paths == () and "no paths" in explorer.activation.caption.value
         readout = explorer.threshold.readout.value
         assert "no sweep to read" in readout and "optimal α" not in readout
     explorer = Explorer(model="vgg11", weights="random", image="castle", background=False)
@@ -341,7 +342,7 @@ def fresh_checks(explorer) -> None:
     assert torch.allclose(result.masked_relevance, masked, atol=1e-5 * scale)
     assert [n.id for layer in fresh.graph().layers for n in fresh.graph().nodes[layer]] == \
            [n.id for layer in result.graph.layers for n in result.graph.nodes[layer]]
-    assert [p.nodes for p in fresh.paths(request.k)] == [p.nodes for p in result.paths]
+    assert [p.nodes for p in fresh.paths(request.k)] * (not fresh.vanishing) == [p.nodes for p in result.paths]
     # what each view shows
     assert explorer.classes.choice.value == result.target
     indices = explorer.classes._indices  # a class outside the top-5 is in the dropdown, not among the bars
@@ -358,7 +359,7 @@ def fresh_checks(explorer) -> None:
               if "lrp-stale" in view._dom_classes]
     assert dimmed == []
     assert explorer.graph.cytoscape.graph.nodes[-1].data["label"] == model.category(result.target)
-    assert red_edges(explorer) == (set() if result.bundle.vanishing else path_edge_ids(result.paths))
+    assert red_edges(explorer) == path_edge_ids(result.paths)
     assert explorer.threshold.layer.value == result.layer
     assert np.array_equal(decoded(explorer.relevance.figure),
                           relevance_overlay(result.bundle.grey_picture, result.masked_relevance, state.opacity))

@@ -187,17 +187,18 @@ class Bundle:
         kept = torch.stack([self.selection(layer, alpha).kept for alpha in alphas]).to(self.explanation.inputs.device)
         for start in range(0, len(alphas), chunk):
             todo = []
-            for i in range(start, min(start + chunk, len(alphas))):
-                key = ("masked", layer, alphas[i])
-                same = next((other for j, other in enumerate(alphas) if ("masked", layer, other) in self._cache
-                             and torch.equal(kept[i], kept[j])), None)  # an α that keeps the same neurons
-                if key not in self._cache and same is not None:
-                    self._cache[key] = self._cache[("masked", layer, same)]
-                elif key not in self._cache:
-                    todo.append(i)
-            if not todo:
-                continue
             with self._lock:
+                for i in range(start, min(start + chunk, len(alphas))):
+                    if ("masked", layer, alphas[i]) in self._cache:
+                        continue
+                    same = next((("masked", layer, other) for j, other in enumerate(alphas)
+                                 if ("masked", layer, other) in self._cache and torch.equal(kept[i], kept[j])), None)
+                    if same is None:
+                        todo.append(i)
+                    else:  # an α done already keeps the same neurons
+                        self._cache[("masked", layer, alphas[i])] = self._cache[same]
+                if not todo:
+                    continue
                 heatmaps = masked_heatmaps(self.explanation, layer, kept[todo]).sum(1)
                 for i, heatmap in zip(todo, heatmaps):
                     self._cache[("masked", layer, alphas[i])] = heatmap

@@ -72,6 +72,18 @@ def about(result) -> str:
             f"{escape(result.bundle.model.name)}")
 
 
+def stale_note() -> widgets.HTML:
+    """The note a view floats over itself while stale (see :func:`dim`)."""
+    note = widgets.HTML(STALE_STYLE)
+    note.add_class("lrp-note")
+    return note
+
+
+def paths_shown(result) -> str:
+    """The paths a result shows, in words: "the 5 best paths", or why there are none."""
+    return f"the {len(result.paths)} best paths" if result.paths else "no paths: the relevance vanishes"
+
+
 class View(widgets.VBox):
     """A widget rendering one :class:`ExplorerState`: ``render`` runs when a trait in ``observes`` changes, and
     draws only what the state's ``result`` and display choices now call for. A view of results says by ``fresh``
@@ -80,8 +92,7 @@ class View(widgets.VBox):
     observes: tuple[str, ...] = ()
 
     def __init__(self, state: ExplorerState, children=(), **kwargs):
-        self.note = widgets.HTML(STALE_STYLE)
-        self.note.add_class("lrp-note")
+        self.note = stale_note()
         super().__init__(children=[self.note, *children], **kwargs)
         self.add_class("lrp-view")
         self.add_class(f"lrp-{type(self).__name__.lower()}")  # lrp-relevanceheatmap, lrp-layergraph …

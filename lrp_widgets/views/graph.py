@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipycytoscape
 import ipywidgets as widgets
 
-from .common import View, about, how_to_read, layer_label
+from .common import View, about, how_to_read, layer_label, paths_shown
 
 COLUMN, MIN_COLUMN, ROW = 84, 64, 34
 #: the columns' span (graph units) that the canvas shows with labels of 11 px or more: VGG16's 16 columns
@@ -177,7 +177,7 @@ class LayerGraph(View):
     def _marks(result) -> tuple[set, set, set]:
         """The edges of the k paths, those of the best path, and the neurons α drops (as neuron ids)."""
         path_edges, longest = set(), set()
-        for rank, path in enumerate(() if result.bundle.vanishing else result.paths or ()):  # no paths on nothing
+        for rank, path in enumerate(result.paths or ()):
             path_edges |= path.edges
             if rank == 0:
                 longest = path.edges
@@ -211,9 +211,8 @@ class LayerGraph(View):
                 continue
             self._set(node, node.data["role"] + ("dropped " if node.data["neuron"] in dropped else "")
                       + ("selected-neuron" if node.data["neuron"] == selected else ""))
-        paths = ("no paths: the relevance vanishes" if result.bundle.vanishing else
-                 f"the {len(result.paths)} best paths in red" if result.paths is not None
-                 else "<i>finding the best paths…</i>")
+        paths = ("<i>finding the best paths…</i>" if result.paths is None else
+                 f"{paths_shown(result)} in red" if result.paths else paths_shown(result))
         self.legend.value = (f"{about(result)} · {paths} · faded: the neurons that α = "
                              f"{request.alpha:g} drops at {layer_label(result.bundle, result.layer)}")
         with self.quietly():

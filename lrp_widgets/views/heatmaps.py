@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipywidgets as widgets
 
 from ..analysis.render import activation_overlay, relevance_overlay
-from .common import ACTIVATION_BAR, RELEVANCE_BAR, PictureFigure, View, about, colour_bar, how_to_read
+from .common import ACTIVATION_BAR, RELEVANCE_BAR, PictureFigure, View, about, colour_bar, how_to_read, paths_shown
 
 
 def _path_options(k: int) -> list[tuple[str, str]]:
@@ -73,11 +73,12 @@ class RelevanceHeatmap(_Heatmap):
             return (result.masked_relevance, f"the neurons α = {result.request.alpha:g} keeps at "
                     f"{result.bundle.layer_name(result.layer)}", False)
         if mode == "paths" and result.paths is not None:
-            return result.union_relevance, f"the {len(result.paths)} best paths", False
+            return result.union_relevance, paths_shown(result), False
         index = int(mode.split()[1]) if mode.startswith("path ") else None
         if index is not None and result.paths is not None and index < len(result.paths):
             return result.path_relevance[index], f"path {index + 1}", False
-        return result.bundle.input_relevance, "full explanation", mode != "full"
+        waiting = result.masked_relevance is None if mode == "selection" else mode != "full" and result.paths is None
+        return result.bundle.input_relevance, "full explanation", waiting
 
     def fresh(self) -> bool:
         return self.state.result is None or (self.current() and not self.relevance()[2])
@@ -115,7 +116,7 @@ class ActivationHeatmap(_Heatmap):
             index = int(mode.split()[1])
             return (result.path_activation[1 + index], f"path {index + 1}", False) if index < len(result.paths) else (
                 None, "no such path", False)
-        return result.path_activation[0], f"the {len(result.paths)} best paths", False
+        return result.path_activation[0], paths_shown(result), False
 
     def fresh(self) -> bool:
         return self.state.result is None or (self.current() and not self.activation()[2])

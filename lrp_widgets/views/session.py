@@ -141,6 +141,8 @@ def _graph(result: Result) -> Result:
 
 def _paths(result: Result) -> Result:
     bundle, k = result.bundle, result.request.k
+    if bundle.vanishing:  # no relevance flows: no path is best
+        return replace(result, paths=(), path_activation=(None,))
     paths = tuple(bundle.paths(k))
     return replace(result, paths=paths, union_relevance=bundle.union_relevance(k),
                    path_relevance=bundle.path_relevance(k),

@@ -7,7 +7,7 @@ import bqplot
 import ipywidgets as widgets
 
 from ..analysis.threshold import DEFAULT_ALPHAS
-from .common import STALE_STYLE, View, about, dim, how_to_read, layer_label
+from .common import View, about, dim, how_to_read, layer_label, stale_note
 
 MSE_COLOUR, SMAPE_COLOUR, OPTIMUM_COLOUR = "#d62728", "#1f77b4", "#2ca02c"
 OPTIMAL_RULE = "the fewest kept neurons whose MSE is at most the mean MSE of the sweep"
@@ -67,8 +67,7 @@ class ThresholdSlider(View):
         controls = widgets.VBox([self.alpha, widgets.HBox([self.k, self.layer]), self.readout, self.meaning],
                                 layout=widgets.Layout(width="360px"))
         super().__init__(state, [controls])
-        self.sweep_note = widgets.HTML(STALE_STYLE)
-        self.sweep_note.add_class("lrp-note")
+        self.sweep_note = stale_note()
         self.sweep_caption = widgets.HTML(layout=widgets.Layout(width="420px", height="18px", overflow="hidden"))
         self.sweep_caption.add_class("lrp-sweep-caption")
         self.sweep_view = widgets.VBox([self.sweep_note, self.plot, self.sweep_caption, self.key])
@@ -119,9 +118,9 @@ class ThresholdSlider(View):
             return
         progress = "" if sweep.complete else f" (computing: {len(sweep.alphas)} of {len(DEFAULT_ALPHAS)} α so far…)"
         if self.changed("curves", sweep):
+            self.sweep_caption.value = (f'<div style="font-size:12px">{about(result)} · α at '
+                                        f'{result.bundle.layer_name(result.layer)}{progress}</div>')
             with self.plot.hold_sync():
-                self.sweep_caption.value = (f'<div style="font-size:12px">{about(result)} · α at '
-                                            f'{result.bundle.layer_name(result.layer)}{progress}</div>')
                 self.mse.x = self.smape.x = self.points.x = sweep.alphas
                 self.mse.y = self.points.y = sweep.mse
                 self.smape.y = sweep.smape
