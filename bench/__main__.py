@@ -13,7 +13,7 @@ from .common import machine, report, save, table
 
 SUITES = {"lrp": "bench.lrp_speed", "deconv": "bench.deconv_speed", "paths": "bench.paths_speed",
           "views": "bench.views_speed", "app": "bench.app_speed", "users": "bench.users_speed",
-          "binder": "bench.binder_speed"}
+          "binder": "bench.binder_speed", "atlas": "bench.atlas_speed"}
 
 
 def main() -> None:

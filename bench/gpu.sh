@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 export LRP_WIDGETS_IMAGES=${LRP_WIDGETS_IMAGES:-$(cd .. && pwd)/shared/images}
 .venv/bin/python -c "import torch; print(torch.cuda.get_device_name())"
 .venv/bin/python -m pytest -q tests/test_gpu.py
-.venv/bin/python -m bench lrp paths deconv --device cuda --quick
+.venv/bin/python -m bench lrp paths deconv atlas --device cuda --quick

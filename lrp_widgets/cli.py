@@ -6,6 +6,8 @@
                         [--size N] [--categories FILE] …
     lrp-widgets deconv IMAGE --layer NAME --channel C [--model …] [--weights …] [--mode map|max] --out FILE.png
                        [--npy FILE.npy]
+    lrp-widgets atlas FOLDER [--model …] [--weights …] [--preset P] [--layers L1,L2,…] [--top K] --out DIR
+                      [--target label|predicted] [--batch-size N] [--workers N] [--resume] [--ray ADDRESS]
     lrp-widgets app [--port N] [--weights …] [--no-browser] [--max-kernels N] [--memory-budget SIZE] [--device cpu|cuda]
 
 Bad input prints one line on stderr and exits with status 2; nothing is written then.
@@ -85,6 +87,42 @@ def _deconv_parser(commands) -> None:
     deconv.set_defaults(run=run_deconv)
 
 
+def _atlas_parser(commands) -> None:
+    from .engine.composites import PRESETS
+
+    atlas = commands.add_parser("atlas", help="explain every image of a folder: each neuron's reference images, each "
+                                              "class's neurons and graph (Parquet files in --out)")
+    atlas.add_argument("folder", help="one sub-folder per class, named by class index, category name or WordNet id")
+    _model_arguments(atlas)
+    atlas.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="rule preset")
+    atlas.add_argument("--layers", default=None, metavar="NAME,…",
+                       help="module names (default: the neuron graph's layers but the output)")
+    atlas.add_argument("--top", type=int, default=40, metavar="K", help="reference images per channel and statistic")
+    atlas.add_argument("--target", default="label", choices=("label", "predicted"),
+                       help="explain each image's folder class (as zennit-crp does) or its predicted class")
+    atlas.add_argument("--top-n", type=int, default=8, help="nodes kept per layer in each image's graph")
+    atlas.add_argument("--batch-size", type=int, default=8)
+    atlas.add_argument("--workers", type=int, default=2, help="processes decoding images")
+    atlas.add_argument("--shard-size", type=int, default=128, help="images per shard: the unit --resume keeps")
+    atlas.add_argument("--resume", action="store_true", help="keep the shards a stopped run in --out finished")
+    atlas.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="explain the shards on a Ray cluster (host:port, or auto); needs lrp-widgets[ray]")
+    atlas.add_argument("--out", required=True, help="output folder")
+    atlas.set_defaults(run=run_atlas)
+
+
+def run_atlas(args: argparse.Namespace) -> None:
+    from .atlas import build_atlas
+
+    if args.batch_size < 1 or args.workers < 0:
+        raise TargetError("--batch-size must be at least 1 and --workers at least 0")
+    layers = [name for name in args.layers.split(",") if name] if args.layers else None
+    atlas = build_atlas(args.folder, _load(args), args.out, layers, args.top, args.target, args.preset, args.top_n,
+                        args.batch_size, args.workers, args.shard_size, args.resume, ray=args.ray)
+    print(f"wrote the atlas of {atlas.info['images']} images ({atlas.info['skipped']} skipped, see skipped.csv) "
+          f"at {', '.join(atlas.layers)} to {args.out}")
+
+
 def _app_parser(commands) -> None:
     from .engine.models import MODELS
 
@@ -128,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _explain_parser(commands)
     _deconv_parser(commands)
+    _atlas_parser(commands)
     _app_parser(commands)
     return parser
 

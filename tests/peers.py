@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -378,3 +379,41 @@ def captum_deconvolution(model: nn.Module, layer: str, channel: int, mode: str =
             return deconvolution.attribute(x, (channel, *position)) * seen[0].max().clamp(min=0)
 
     return attribute
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    """The readable images of an atlas folder as zennit-crp's ``FeatureVisualization`` takes them: (input, label)."""
+
+    def __init__(self, folder, items, preprocess):
+        from lrp_widgets.engine.images import open_image
+
+        self.folder, self.items, self.preprocess, self.open = Path(folder), list(items), preprocess, open_image
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        return self.preprocess(self.open(self.folder / item.path)), item.label
+
+
+def crp_references(model: nn.Module, dataset: FolderDataset, layers: Sequence[str], max_target: str, path: Path,
+                   composite: Composite | str = "paper", batch_size: int = 8, k: int = 40) -> dict[tuple[str, str], tuple]:
+    """zennit-crp's RelMax and ActMax (``abs_norm``) over ``dataset`` at module names ``layers``: (what, layer) →
+    (image numbers, values, flat positions of the maxima), each (k, C), highest first (crp keeps 40)."""
+    import numpy as np
+    from crp.attribution import CondAttribution
+    from crp.concepts import ChannelConcept
+    from crp.visualization import FeatureVisualization
+
+    model = peer_copy(model)
+    visualization = FeatureVisualization(CondAttribution(model), dataset, {name: ChannelConcept() for name in layers},
+                                         max_target=max_target, path=str(path))
+    visualization.RelMax.SAMPLE_SIZE = visualization.ActMax.SAMPLE_SIZE = k
+    visualization.run(zennit_composite(model, composite), 0, len(dataset), batch_size)
+    found = {}
+    for what, folder in (("relevance", "RelMax"), ("activation", "ActMax")):
+        for layer in layers:
+            stem = path / f"{folder}_{max_target}_normed" / f"{layer}_"
+            found[what, layer] = tuple(np.load(f"{stem}{part}.npy") for part in ("data", "rel", "rf"))
+    return found

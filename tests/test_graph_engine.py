@@ -13,7 +13,7 @@ from lrp_widgets.engine.composites import Composite
 from lrp_widgets.engine.models import LoadedModel
 from lrp_widgets.engine.operations import Add, Cat
 from lrp_widgets.engine.rules import Norm, Split
-from lrp_widgets.errors import ModelError
+from lrp_widgets.errors import ModelError, TargetError
 
 
 def zero_composite(**overrides) -> Composite:
@@ -662,3 +662,23 @@ def test_a_difference_of_two_branches_gives_the_subtrahend_its_negated_share():
     torch.testing.assert_close(relevance["left"], activation["left"] * share)
     torch.testing.assert_close(relevance["right"], -activation["right"] * share)
     assert_conserved(relevance["left"].sum() + relevance["right"].sum(), relevance["sub"].sum(), "a − b")
+
+
+def test_a_backward_pass_stopped_at_a_cut_equals_the_full_one_above_it():
+    """ResNet-18 (random biases): stopped at layer3's output, every relevance above equals the full pass's and
+    nothing below is computed; a step inside a block (not passed by all relevance) is refused."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18().eval()
+    explainer = Explainer(model)
+    x = torch.randn(2, 3, 64, 64)
+    full = explainer.explain(x, [1, 7])
+    stop = explainer.network.resolve("layer3")
+    stopped = explainer.explain(x, [1, 7], stop=stop)
+    assert set(stopped.relevances) == set(explainer.network.region(explainer.network.output, stop)) | {stop}
+    for name, relevance in stopped.relevances.items():
+        assert torch.equal(relevance, full.relevances[name]), name
+    assert "layer1.0.conv1" not in stopped.propagators and "layer4.0.conv1" in stopped.propagators
+    with pytest.raises(TargetError, match="only stop at a step all relevance passes"):
+        explainer.explain(x, stop="layer3.0.conv1")

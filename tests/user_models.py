@@ -32,3 +32,10 @@ def broken() -> nn.Module:
 
 def not_a_module() -> list:
     return [1, 2]
+
+
+def pooled() -> nn.Module:
+    """Any input size (global average pooling), three classes."""
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))

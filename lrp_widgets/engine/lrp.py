@@ -14,7 +14,7 @@ import numbers
 import warnings
 from collections import ChainMap
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -245,10 +245,10 @@ class Explainer:
             return first.module.in_channels
         return None
 
-    def forward(self, x: Tensor, bind: bool = False) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Propagator],
-                                                            dict[str, Any]]:
-        """Every step's output, the forward state rules need (max-pool switches), (``bind``) each step's
-        propagator, and the outputs that are no tensors.
+    def forward(self, x: Tensor, bind: bool | Collection[str] = False) -> tuple[
+            dict[str, Tensor], dict[str, Any], dict[str, Propagator], dict[str, Any]]:
+        """Every step's output, the forward state rules need (max-pool switches), each step's propagator
+        (``bind``: all, or those of the steps named), and the outputs that are no tensors.
 
         A ReLU whose input is read by nothing else, and comes from a Conv2d/Linear layer or an addition,
         rectifies it in place, so both names share the rectified tensor; rules that need the
@@ -266,7 +266,7 @@ class Explainer:
                                  f"{tuple(x.shape)}: {_first_line(error)}") from None
             env[step.name] = out
             (activations if isinstance(out, Tensor) else others)[step.name] = out
-            if bind and step.op is not None and step.name in self.network.relevant:
+            if (bind is True or bind and step.name in bind) and step.op is not None and step.name in self.network.relevant:
                 propagators[step.name] = self._bind(step, env, out, states.get(step.name))
         return activations, states, propagators, others
 
@@ -307,12 +307,19 @@ class Explainer:
         return source.role in ("weighted", "sum") and self.network.consumers[source.name] == [step.name]
 
     @torch.no_grad()
-    def explain(self, x: Tensor, target: int | Sequence[int] | Tensor | None = None) -> Explanation:
-        """Explain a batch ``x`` (N, C, H, W) for ``target`` (one class for all, one per image, or the top-1)."""
+    def explain(self, x: Tensor, target: int | Sequence[int] | Tensor | None = None, stop: str = INPUT) -> Explanation:
+        """Explain a batch ``x`` (N, C, H, W) for ``target`` (one class for all, one per image, or the top-1).
+
+        ``stop``: a step all relevance passes (:meth:`~lrp_widgets.engine.network.Network.cuts`) where the backward
+        pass ends, when nothing below it is wanted (the atlas's layers): the steps below get no relevance and no
+        propagator."""
         x = self.check_input(x)
         if self.bounds_note:
             warnings.warn(self.bounds_note, stacklevel=2)
-        activations, indices, propagators, others = self.forward(x, bind=True)
+        if stop != INPUT and stop not in self.network.cuts:
+            raise TargetError(f"the backward pass can only stop at a step all relevance passes, not '{stop}'")
+        region = self.network.region(self.network.output, stop)
+        activations, indices, propagators, others = self.forward(x, bind=True if stop == INPUT else set(region))
         logits = activations.get(self.network.output)
         if logits is None or logits.dim() != 2:
             shape = tuple(logits.shape) if logits is not None else type(others[self.network.output]).__name__
@@ -324,10 +331,9 @@ class Explainer:
         relevance = torch.zeros_like(logits)
         relevance.scatter_(1, targets[:, None], logits.gather(1, targets[:, None]))
         explanation = Explanation(self.network, x, logits, targets, activations, {}, propagators, indices, others)
-        region = explanation.region(self.network.output)
         relevances: dict[str, Tensor] = {}
-        result = _walk(self.network, region, relevance, INPUT, {}, {}, explanation._lrp_step(None), relevances)
-        relevances[INPUT] = result if result is not None else torch.zeros_like(x)
+        result = _walk(self.network, region, relevance, stop, {}, {}, explanation._lrp_step(None), relevances)
+        relevances[stop] = result if result is not None else torch.zeros_like(explanation.value(stop))
         explanation.relevances = relevances
         return explanation
 
