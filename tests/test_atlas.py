@@ -266,3 +266,12 @@ def test_predicted_classes_are_explained_when_asked(flat_folder, tmp_path):
     assert images["target"] == images["predicted"] == winners and winners != images["label"]
     assert atlas.class_relevance(1, "0") == pytest.approx(
         np.mean([W[1] * c for c, w in zip(colours, winners) if w == 1], 0), abs=1e-6)
+
+
+def test_oversized_images_are_skipped_too(flat_folder, tmp_path):
+    """A PNG of 90 megapixels (a few kB on disk: a decompression bomb to Pillow) is skipped, named and explained why."""
+    Image.new("1", (9500, 9500)).save(flat_folder / "a" / "huge.png")
+    atlas = build_atlas(flat_folder, tiny(), tmp_path / "atlas", ["0"], k=2, preset="zero", progress=False, workers=0)
+    skipped = (tmp_path / "atlas" / "skipped.csv").read_text().splitlines()
+    assert len(skipped) == 2 and skipped[1].startswith("a/huge.png,") and "too many pixels" in skipped[1]
+    assert atlas.info["images"] == 6 and atlas.info["skipped"] == 1
