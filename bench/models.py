@@ -28,6 +28,8 @@ def model(name: str, device: str = "cpu") -> torch.nn.Module:
                 module.weight.uniform_(0.5, 1.5)
                 module.running_mean.normal_(0, 0.1)
                 module.running_var.uniform_(0.5, 2.0)
+            if isinstance(module, torch.nn.Linear) and not module.weight.any():  # ViT's zero head: every logit 0
+                module.reset_parameters()
             if getattr(module, "inplace", False):  # ReLU, EfficientNet's SiLU: as the peers run them
                 module.inplace = False
     return net.requires_grad_(False).to(device)

@@ -27,6 +27,7 @@ Our step names translate to the canonized modules: ``<block>.add`` → ``<block>
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
@@ -417,3 +418,34 @@ def crp_references(model: nn.Module, dataset: FolderDataset, layers: Sequence[st
             stem = path / f"{folder}_{max_target}_normed" / f"{layer}_"
             found[what, layer] = tuple(np.load(f"{stem}{part}.npy") for part in ("data", "rel", "rf"))
     return found
+
+
+@contextlib.contextmanager
+def lxt_cp_lrp():
+    """LXT's CP-LRP patches of torchvision's ViT (GELU: identity rule, LayerNorm: σ held constant, attention: weights
+    held constant), undone on exit: they replace methods of torch.nn's classes for the whole process."""
+    from lxt.efficient import monkey_patch
+    from lxt.efficient.models.vit_torch import cp_LRP
+    from torchvision.models import vision_transformer
+
+    saved = {cls: (cls.forward, cls.__dict__.get("original_forward")) for cls in cp_LRP}
+    monkey_patch(vision_transformer, cp_LRP)
+    try:
+        yield
+    finally:
+        for cls, (forward, original) in saved.items():
+            cls.forward = forward
+            if original is None:
+                if "original_forward" in cls.__dict__:
+                    del cls.original_forward
+            else:
+                cls.original_forward = original
+
+
+def lxt_relevance(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+    """LXT's relevance at the input of a patched torchvision ViT under LRP-0: input × gradient of the target's logit."""
+    with lxt_cp_lrp():
+        x = x.clone().requires_grad_()
+        with torch.enable_grad():
+            model(x)[:, target].sum().backward()
+    return (x * x.grad).detach()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..engine.families import graph_layers
-from ..engine.lrp import Explanation
+from ..engine.lrp import Explanation, channel_totals
 from ..errors import ModelError, TargetError
 
 
@@ -90,8 +90,7 @@ class NeuronGraph:
 
 def channel_relevance(explanation: Explanation, layer: str, image: int = 0) -> torch.Tensor:
     """Relevance of every channel/unit of a layer, summed over space: shape (C,)."""
-    relevance = explanation.relevances[layer][image]
-    return relevance.flatten(1).sum(1) if relevance.dim() > 1 else relevance
+    return channel_totals(explanation.relevances[layer][image:image + 1])[0]
 
 
 def neuron_graph(explanation: Explanation, top_n: int = 8, layers: list[str] | None = None,
@@ -136,5 +135,5 @@ def layer_flows(explanation: Explanation, upper: str, upper_nodes: list[int], lo
     channels = torch.tensor(upper_nodes, device=explanation.inputs.device)
     start = explanation.relevances[upper][image:image + 1].expand(len(upper_nodes), *explanation.relevances[upper].shape[1:])
     per_channel = explanation.propagate(start, upper, lower, image=image, channels={upper: channels},
-                                        reduce=lambda reached: reached.flatten(2).sum(2) if reached.dim() > 2 else reached)
+                                        reduce=channel_totals)
     return per_channel[:, lower_nodes].cpu()

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..engine.lrp import Explanation
+from ..engine.lrp import Explanation, patch_grid
 from ..errors import TargetError
 from .paths import Path, path_channels
 
@@ -31,15 +31,16 @@ def path_relevance(explanation: Explanation, paths: Sequence[Path], image: int =
 
 
 def channel_masks(explanation: Explanation, neurons: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
-    """Multi-hot masks (1, C, 1, 1) or (1, C) keeping the given channels of each layer."""
+    """Multi-hot masks keeping the given channels of each layer, in the layer's layout ((1, C, 1, 1), (1, C) or
+    (1, 1, D) for tokens)."""
     masks = {}
     for layer, indices in neurons.items():
-        shape = explanation.relevances[layer].shape
-        mask = torch.zeros(1, shape[1], device=explanation.inputs.device)
-        if len(indices) and (max(indices) >= shape[1] or min(indices) < 0):
-            raise TargetError(f"layer '{layer}' has channels 0–{shape[1] - 1}, not {max(indices)}")
+        size = explanation.maps(layer).shape[1]
+        mask = torch.zeros(1, size, device=explanation.inputs.device)
+        if len(indices) and (max(indices) >= size or min(indices) < 0):
+            raise TargetError(f"layer '{layer}' has channels 0–{size - 1}, not {max(indices)}")
         mask[0, list(indices)] = 1
-        masks[layer] = mask.reshape(1, shape[1], *([1] * (len(shape) - 2)))
+        masks[layer] = explanation.channel_mask(layer, mask)
     return masks
 
 
@@ -63,7 +64,7 @@ def union_relevance(explanation: Explanation, paths: Sequence[Path], image: int 
 def neuron_relevance(explanation: Explanation, layer: str, channels: Sequence[int], image: int = 0) -> torch.Tensor:
     """Input relevance of single neurons (one row per channel of ``layer``), one channel-sparse batch."""
     index = torch.tensor(list(channels), device=explanation.inputs.device)
-    size = explanation.relevances[layer].shape[1]
+    size = explanation.maps(layer).shape[1]
     if index.numel() and (int(index.max()) >= size or int(index.min()) < 0):
         raise TargetError(f"layer '{layer}' has channels 0–{size - 1}")
     return explanation.propagate(_start(explanation, layer, len(index), image), layer, image=image,
@@ -72,19 +73,31 @@ def neuron_relevance(explanation: Explanation, layer: str, channels: Sequence[in
 
 def activation_maps(explanation: Explanation, neurons: Sequence[tuple[str, int]], image: int = 0,
                     size: tuple[int, int] | None = None) -> torch.Tensor:
-    """The rectified activation maps of conv neurons, upsampled to the input and scaled to [0, 1]: (N, H, W).
-    Units of linear layers have no map and are skipped."""
+    """The rectified activation maps of conv neurons (and of transformer channels over the patch grid), upsampled to
+    the input and scaled to [0, 1]: (N, H, W). Units of linear layers have no map and are skipped."""
     size = size or tuple(explanation.inputs.shape[-2:])
     maps = []
     for layer, index in neurons:
-        activation = explanation.activations[layer][image]
-        if activation.dim() != 3:
+        activation = feature_map(explanation.maps(layer, relevance=False)[image, index])
+        if activation is None:
             continue
-        values = F.relu(activation[index])[None, None]
+        values = F.relu(activation)[None, None]
         values = F.interpolate(values, size=size, mode="bilinear", align_corners=False)[0, 0]
         top = values.max()
         maps.append(values / top if top > 0 else values)
     return torch.stack(maps) if maps else explanation.inputs.new_zeros(0, *size)
+
+
+def feature_map(values: torch.Tensor) -> torch.Tensor | None:
+    """One channel's values as a map (H, W): a feature map as it is, tokens on their patch grid (leading tokens such
+    as a class token left out); ``None`` for a unit of a linear layer or tokens on no grid."""
+    if values.dim() == 2:
+        return values
+    grid = patch_grid(values.shape[0]) if values.dim() == 1 and values.numel() > 1 else None
+    if grid is None:
+        return None
+    lead, h, w = grid
+    return values[lead:].reshape(h, w)
 
 
 def path_activation(explanation: Explanation, paths: Sequence[Path], image: int = 0) -> torch.Tensor:

@@ -46,8 +46,8 @@ def neuron_scores(explanation: Explanation, layer: str, image: int = 0) -> torch
     """``Σ_p (A/max|A| − R/max|R|)`` per neuron of ``layer``: shape (C,)."""
     if layer not in explanation.relevances or layer == INPUT:
         raise TargetError(f"unknown layer '{layer}': the layers are {', '.join(explanation.weighted)}")
-    activation = explanation.activations[layer][image].double()
-    relevance = explanation.relevances[layer][image].double()
+    activation = explanation.maps(layer, relevance=False)[image].double()
+    relevance = explanation.maps(layer)[image].double()
     difference = _scaled(activation) - _scaled(relevance)
     return difference.flatten(1).sum(1) if difference.dim() > 1 else difference
 
@@ -107,7 +107,7 @@ def masked_heatmaps(explanation: Explanation, layer: str, kept: torch.Tensor, im
     are propagated once."""
     unique, inverse = torch.unique(kept, dim=0, return_inverse=True)
     relevance = explanation.relevances[layer][image:image + 1]
-    masks = unique.to(relevance.dtype).reshape(len(unique), -1, *([1] * (relevance.dim() - 2)))
+    masks = explanation.channel_mask(layer, unique.to(relevance.dtype))
     parts = [explanation.propagate(relevance.expand(len(part), *relevance.shape[1:]), layer, image=image,
                                    masks={layer: part}) for part in masks.split(chunk)]
     return torch.cat(parts)[inverse]

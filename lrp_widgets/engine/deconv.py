@@ -60,6 +60,9 @@ def deconvolve(explanation: Explanation, layer: str, channels: int | Sequence[in
     size = explanation.inputs.shape[0]
     if not 0 <= image < size:
         raise TargetError(f"image {image} out of range: the explanation holds images 0–{size - 1}")
+    gap = deconvnet_gap(explanation, layer)
+    if gap:
+        raise ModelError(gap)
     out = explanation.activations[layer][image]
     channels = torch.as_tensor(channels, device=out.device).long().flatten()
     bad = channels[(channels < 0) | (channels >= out.shape[0])]
@@ -75,6 +78,17 @@ def deconvolve(explanation: Explanation, layer: str, channels: int | Sequence[in
     signal[torch.arange(n, device=out.device), channels] = values.clamp(min=0).reshape(n, *out.shape[1:])
     return explanation.propagate(signal, layer, image=image, channels={layer: channels},
                                  backward=_deconvnet(explanation, image))
+
+
+def deconvnet_gap(explanation: Explanation, layer: str) -> str:
+    """Why the deconvnet cannot start at ``layer`` (a step below it it has no step for, e.g. attention), or ""."""
+    network = explanation.network
+    blind = next((network.by_name[name] for name in explanation.region(network.blocks.get(layer, layer))
+                  if network.by_name[name].op is not None and network.by_name[name].op.deconv is None), None)
+    if blind is None:
+        return ""
+    return (f"the deconvnet has no step for '{blind.name}' ({blind.operation}): it reconstructs what convolutions "
+            "detect, not what passes attention; the neuron's conditional relevance shows its part instead")
 
 
 def _deconvnet(explanation: Explanation, image: int) -> Backward:

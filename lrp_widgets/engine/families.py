@@ -40,6 +40,8 @@ class Family:
     models: tuple[str, ...]
     classes: tuple[str, ...]
     blocks: Callable[[nn.Module], list[str]] | None = None
+    #: a block's readable name from its module path
+    label: Callable[[str], str] = lambda path: path
 
 
 _RESNET_BLOCKS = _of_type("BasicBlock", "Bottleneck")
@@ -67,6 +69,8 @@ FAMILY_LIST: tuple[Family, ...] = (
     Family("GoogLeNet", ("googlenet",), ("GoogLeNet",), _of_type("Inception")),
     Family("SqueezeNet", ("squeezenet1_0", "squeezenet1_1"), ("SqueezeNet",), _of_type("Fire")),
     Family("AlexNet", ("alexnet",), ("AlexNet",)),
+    Family("ViT", ("vit_b_16", "vit_b_32", "vit_l_16"), ("VisionTransformer",), _of_type("EncoderBlock"),
+           lambda path: "block " + path.rsplit("_", 1)[-1]),  # encoder.layers.encoder_layer_3 → block 3
 )
 #: Model names by family, as the picker shows them.
 FAMILIES: dict[str, tuple[str, ...]] = {family.name: family.models for family in FAMILY_LIST}
@@ -122,8 +126,8 @@ def display_names(network: Network) -> dict[str, str]:
     # a step computing several blocks' outputs is named after the graph's block, else the innermost
     # (layer1.2, not layer1)
     names.update({step: block for block, step in sorted(network.blocks.items(), key=lambda item: len(item[0]))})
-    names.update({network.blocks[block]: block for block in graph_blocks(network)})
     family = family_of(network.model)
+    names.update({network.blocks[block]: family.label(block) for block in graph_blocks(network)})
     if (family is not None and family.name not in ("VGG", "AlexNet")) or any(len(s.inputs) > 1 for s in network.steps):
         return names
     vgg, block, conv, linear = {}, 1, 0, 5

@@ -66,8 +66,20 @@ class Explanation:
 
     @property
     def map_layers(self) -> list[str]:
-        """The neuron graph's default layers that have feature maps: where Algorithm 1 and the sweep run."""
-        return [name for name in graph_layers(self.network) if self.activations[name].dim() == 4]
+        """The neuron graph's default layers that have feature maps (or tokens on a patch grid): where Algorithm 1
+        and the sweep run."""
+        return [name for name in graph_layers(self.network) if self.activations[name].dim() == 4
+                or (self.activations[name].dim() == 3 and patch_grid(self.activations[name].shape[1]) is not None)]
+
+    def maps(self, name: str, relevance: bool = True) -> Tensor:
+        """The relevance (or activation) at step ``name`` with channels at dimension 1: feature maps (N, C, H, W) and
+        units (N, C) as they are, tokens (N, T, D) as (N, D, T)."""
+        return channels_first((self.relevances if relevance else self.activations)[name])
+
+    def channel_mask(self, name: str, kept: Tensor) -> Tensor:
+        """Masks (B, C) of channels as multipliers of the relevance at step ``name``, in its own layout."""
+        shape = self.value(name).shape
+        return kept[:, None, :] if len(shape) == 3 else kept.reshape(*kept.shape, *([1] * (len(shape) - 2)))
 
     @property
     def output_relevance(self) -> Tensor:
@@ -119,7 +131,11 @@ class Explanation:
         (e.g. a sum over space) is applied to each batch's result, so the full maps of all rows never
         exist at once. ``backward`` replaces the LRP rules (the deconvnet passes its own).
         """
-        masks, channels = masks or {}, channels or {}
+        masks, channels = dict(masks or {}), dict(channels or {})
+        for name in [name for name in channels if self.value(name).dim() == 3]:  # tokens: a channel is their last dim
+            keep = channels.pop(name)
+            one_hot = torch.nn.functional.one_hot(keep, self.value(name).shape[-1]).to(relevance.dtype)[:, None, :]
+            masks[name] = one_hot * masks[name] if name in masks else one_hot
         region = self.region(start, stop)
         n = relevance.shape[0]
         # rows in batches whose transient buffers (~3 of the largest layer passed) fit PROPAGATION_BYTES
@@ -189,6 +205,24 @@ def _walk(network: Network, region: list[str], relevance: Tensor, stop: str, mas
             if part is not None and source in inside:
                 pending[source] = part if source not in pending else pending[source] + part
     return pending.get(stop)
+
+
+def channels_first(values: Tensor) -> Tensor:
+    """Tokens (N, T, D) as (N, D, T); anything else as it is."""
+    return values.transpose(1, 2) if values.dim() == 3 else values
+
+
+def channel_totals(values: Tensor) -> Tensor:
+    """Each channel's values summed over space or tokens: (N, C)."""
+    values = channels_first(values)
+    return values.flatten(2).sum(2) if values.dim() > 2 else values
+
+
+def patch_grid(tokens: int) -> tuple[int, int, int] | None:
+    """(leading tokens, h, w) of a token sequence that ends with a square grid of patches after at most a few
+    leading tokens (a ViT's class token); ``None`` for any other."""
+    side = int(tokens ** 0.5)
+    return (tokens - side * side, side, side) if side > 1 and tokens - side * side <= 4 else None
 
 
 def _first_line(error: BaseException) -> str:
@@ -286,7 +320,7 @@ class Explainer:
 
     def _bind(self, step: Step, env: dict, out: Tensor, state: Any) -> Propagator:
         inputs = tuple(env[name] for name in step.inputs)
-        if step.role in ("sum", "concat", "gate") or not inputs:
+        if step.role in ("sum", "concat", "gate", "attention") or not inputs:
             a = inputs
         elif not isinstance(inputs[0], Tensor):
             raise ModelError(f"relevance reaches step '{step.name}' ({step.operation}) from a value that is no tensor")

@@ -283,9 +283,15 @@ def _mapped(filename: str, make) -> dict[str, torch.Tensor]:
 
 
 def _random_state(builder) -> dict[str, torch.Tensor]:
+    """A fixed random initialisation; a layer initialised to zero (ViT's head) gets its class's default instead:
+    with every score 0 there would be nothing to explain."""
     with torch.random.fork_rng():
         torch.manual_seed(RANDOM_SEED)
-        return builder().state_dict()
+        module = builder()
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear) and not layer.weight.any():
+                layer.reset_parameters()
+        return module.state_dict()
 
 
 def _checked_state(checkpoint: Path) -> dict[str, torch.Tensor]:

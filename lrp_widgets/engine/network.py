@@ -24,7 +24,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import ModelError, TargetError
-from .operations import Operation, is_in_place, match, out_of_place, supported
+from .operations import Attention, Operation, is_in_place, match, out_of_place, supported
 
 #: The input step's name.
 INPUT = "input"
@@ -233,6 +233,10 @@ def _build(model: nn.Module, graph: fx.Graph, module_outputs: dict[str, fx.Node]
                 source.module = fold_batch_norm(source.module, module)
                 names[node] = source.name  # the convolution now computes the batch norm's output
                 continue
+        picked = by_name.get(names.get(node.args[0])) if node.target is operator.getitem and node.args else None
+        if picked is not None and isinstance(picked.module, Attention) and picked.module.projections is not None:
+            names[node] = picked.name  # nn.MultiheadAttention's (output, weights)[0]: the attention step's output
+            continue
         name = _unique(_name(node), taken)
         names[node] = name
         if getattr(module, "inplace", False):  # the step runs out of place: the engine shares tensors itself

@@ -22,14 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from .rules import (Absorb, FrozenScale, Moves, Norm, Pass, Proportional, Rule, SignalTakesAll, Split,
+from .rules import (Absorb, FrozenAttention, FrozenScale, Moves, Norm, Pass, Proportional, Rule, SignalTakesAll, Split,
                     WinnerTakesAll, gradient, signal_index, keep_channels, transpose, transpose_channels, unpool)
 
 if TYPE_CHECKING:
     from .composites import Composite
 
 #: What an operation is to LRP.
-ROLES = ("weighted", "activation", "normalisation", "pooling", "sum", "concat", "gate", "reshape", "identity")
+ROLES = ("weighted", "activation", "normalisation", "pooling", "sum", "concat", "gate", "attention", "reshape",
+         "identity")
 
 
 class Unsupported(Exception):
@@ -371,6 +372,75 @@ def _resample(call: Call) -> None:
     return call.module
 
 
+class Attention(nn.Module):
+    """Scaled dot-product attention from (query, key, value), as two parts the rules use: ``weights(q, k)`` =
+    softmax(q·kᵀ·scale) per head (N, heads, T, S) and ``values(v, A)`` = the output for those weights.
+    ``projections``: an ``nn.MultiheadAttention`` (its input and output projections, heads, batch_first);
+    ``None``: ``F.scaled_dot_product_attention`` on (…, T, d) tensors."""
+
+    def __init__(self, projections: nn.MultiheadAttention | None = None, scale: float | None = None,
+                 causal: bool = False):
+        super().__init__()
+        self.projections, self.scale, self.causal = projections, scale, causal
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        return self.values(value, self.weights(query, key))
+
+    def _heads(self, x: Tensor, part: int) -> Tensor:
+        """(N, T, E) or (T, N, E) → (N, heads, T, d) after the part's input projection."""
+        m = self.projections
+        if not m.batch_first:
+            x = x.transpose(0, 1)
+        if m._qkv_same_embed_dim:
+            weight = m.in_proj_weight[part * m.embed_dim:(part + 1) * m.embed_dim]
+        else:
+            weight = (m.q_proj_weight, m.k_proj_weight, m.v_proj_weight)[part]
+        bias = None if m.in_proj_bias is None else m.in_proj_bias[part * m.embed_dim:(part + 1) * m.embed_dim]
+        x = F.linear(x, weight, bias)
+        return x.unflatten(-1, (m.num_heads, m.head_dim)).transpose(1, 2)
+
+    def weights(self, query: Tensor, key: Tensor) -> Tensor:
+        q, k = (query, key) if self.projections is None else (self._heads(query, 0), self._heads(key, 1))
+        scale = self.scale if self.scale is not None else q.shape[-1] ** -0.5
+        scores = q @ k.transpose(-2, -1) * scale
+        if self.causal:
+            scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), float("-inf"))
+        return scores.softmax(-1)
+
+    def values(self, value: Tensor, weights: Tensor) -> Tensor:
+        if self.projections is None:
+            return weights @ value
+        m = self.projections
+        out = F.linear((weights @ self._heads(value, 2)).transpose(1, 2).flatten(2), m.out_proj.weight,
+                       m.out_proj.bias)
+        return out if m.batch_first else out.transpose(0, 1)
+
+
+def _multihead_attention(call: Call) -> nn.Module:
+    module = call.module
+    given = [name for name in ("key_padding_mask", "attn_mask") if call.argument(3 + ("key_padding_mask", "need_weights",
+             "attn_mask").index(name), name) is not None]
+    if given or call.kwargs.get("is_causal"):
+        raise Unsupported(f"only attention without masks (it gets {', '.join(given) or 'is_causal'})")
+    if module.bias_k is not None or module.add_zero_attn:
+        raise Unsupported("only attention without add_bias_kv or add_zero_attn")
+    if any(user.target is not operator.getitem or user.args[1] == 1 and user.users for user in call.node.users):
+        raise Unsupported("only its output is read, not its attention weights")
+    return Attention(module)
+
+
+def _scaled_dot_product(call: Call) -> nn.Module:
+    if call.argument(3, "attn_mask") is not None:
+        raise Unsupported("only attention without a mask (is_causal=True is fine)")
+    if call.kwargs.get("enable_gqa"):
+        raise Unsupported("only attention with as many key heads as query heads")
+    return Attention(None, call.argument(6, "scale"), bool(call.argument(5, "is_causal", False)))
+
+
+def _query_key_value(node: fx.Node) -> list:
+    return [node.args[i] if len(node.args) > i else node.kwargs[name] for i, name in enumerate(("query", "key", "value"))]
+
+
 def _identity_run(module: nn.Module | None, a: Tensor, *rest: Any) -> Tensor:
     return a
 
@@ -437,6 +507,9 @@ OPERATIONS: list[Operation] = [
                        "contiguous", "clone", "expand", "expand_as", "repeat"),
               rule=lambda composite: Moves(),
               deconv=_moves_deconv),
+    Operation("attention", "attention", modules=(nn.MultiheadAttention,), functions=(F.scaled_dot_product_attention,),
+              build=lambda call: (_multihead_attention if call.module is not None else _scaled_dot_product)(call),
+              inputs=_query_key_value, rule=lambda composite: FrozenAttention(composite.stabilizer)),
     Operation("identity", "identity", modules=(nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity),
               functions=(F.dropout, F.dropout2d, *_stochastic_depth()),
               run=_identity_run, rule=identity, deconv=passes),

@@ -400,6 +400,10 @@ def _index_map(layer: Callable[[Tensor], Tensor], a: Tensor, out: Tensor) -> tup
     if moved is None:
         moved = _moved(layer, a, out)
     first = moved[0].flatten() if moved is not None else None
+    if out.dim() and a.dim() and out.shape[0] != a.shape[0]:
+        raise ModelError(f"an operation moves the batch dimension (output shape {tuple(out.shape)} from "
+                         f"{tuple(a.shape)}): LRP here keeps the images first (e.g. nn.MultiheadAttention(batch_first="
+                         "True) instead of sequence-first tensors)")
     if first is None or (first.numel() and not 0 <= int(first.min()) <= int(first.max()) < per_image):
         raise ModelError(f"an operation moves values between the images of a batch (output shape "
                          f"{tuple(out.shape)} from {tuple(a.shape)}): LRP here explains each image on its own")
@@ -583,8 +587,39 @@ def signal_index(inputs: Sequence[Tensor], output: Tensor, hint: int | None = No
     return signals[0]
 
 
+class FrozenAttention(Rule):
+    """Attention with its weights held constant (CP-LRP, what LXT applies to torchvision's ViT): the output is
+    then an affine map of the values, ``out = W_o·(A·(W_v·v + b_v)) + b_o``, and LRP-ε on that map gives
+    ``R_v = v · Jᵀ(R / stabilize(out))``; the queries and keys (through A) get none. ``layer`` is an attention
+    step's module (:class:`~lrp_widgets.engine.operations.Attention`): ``weights(q, k)`` and ``values(v, A)``.
+    """
+
+    def __init__(self, stabilizer: float = 1e-6):
+        self.stabilizer = stabilizer
+
+    def __repr__(self) -> str:
+        return f"FrozenAttention(stabilizer={self.stabilizer})"
+
+    def bind(self, layer: nn.Module, a: Sequence[Tensor], out: Tensor) -> Propagator:
+        query, key, value = a
+        weights = layer.weights(query, key)
+        z = stabilize(out, self.stabilizer) if self.stabilizer > 0 else out.clone()
+        divide = torch.div if self.stabilizer > 0 else safe_divide
+
+        def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> tuple:
+            v, held = divide(relevance, _select(z, image)), _select(weights, image)
+            x = _select(value, image).detach().expand(v.shape[0], *value.shape[1:]).requires_grad_()
+            with torch.enable_grad():
+                g = torch.autograd.grad(layer.values(x, held), x, v)[0]
+            return None, None, g.mul_(x.detach())
+
+        propagate.stored = (z, weights)
+        return propagate
+
+
 #: Rules by name, for configuration from strings (``"gamma"``, ``"epsilon"`` …).
 RULES: dict[str, Callable[..., Rule]] = {
     "epsilon": Epsilon, "zero": Zero, "gamma": Gamma, "zplus": ZPlus, "zbox": ZBox, "flat": Flat, "pass": Pass,
     "winner": WinnerTakesAll, "proportional": Proportional, "norm": Norm, "frozen-scale": FrozenScale,
+    "frozen-attention": FrozenAttention,
 }

@@ -43,8 +43,10 @@ class DeconvPanel(View):
         self.label.value = (f"selected: <b>{neuron.layer}</b> ({result.bundle.layer_name(neuron.layer)}) neuron "
                             f"<b>{neuron.index}</b>, relevance "
                             f"{neuron.relevance:.4g} for {about(result)}"
-                            + ("" if neuron.complete else " <i>(computing its relevance…)</i>"))
+                            + ("" if neuron.complete else " <i>(computing its relevance…)</i>")
+                            + (f'<br><span class="lrp-no-deconvolution">no deconvolution: {neuron.why}</span>'
+                               if neuron.why else ""))
         if self.changed("pictures", neuron, self.state.opacity):
-            self.deconvolution.show(deconvolution_rgb(neuron.deconvolution))
+            self.deconvolution.show(None if neuron.deconvolution is None else deconvolution_rgb(neuron.deconvolution))
             self.relevance.show(None if neuron.heatmap is None else
                                 relevance_overlay(result.bundle.grey_picture, neuron.heatmap, self.state.opacity))

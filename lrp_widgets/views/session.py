@@ -43,6 +43,7 @@ from ..analysis.bundle import Bundle, NotCached, cached_only
 from ..analysis.graph import NeuronGraph, channel_relevance
 from ..analysis.paths import Path
 from ..analysis.threshold import Selection, Sweep
+from ..engine.deconv import deconvnet_gap
 from ..engine.models import LoadedModel, UntrainedWeightsWarning, load_model
 from ..errors import LRPWidgetsError, ModelError
 from .state import INPUTS, ExplorerState
@@ -88,9 +89,10 @@ class Neuron:
     layer: str
     index: int
     relevance: float
-    deconvolution: torch.Tensor
+    deconvolution: torch.Tensor | None  # None where the deconvnet does not apply: ``why`` says so
     heatmap: torch.Tensor | None = None
     activation: torch.Tensor | None = None
+    why: str = ""
 
     @property
     def complete(self) -> bool:
@@ -157,7 +159,8 @@ def _neuron(result: Result) -> Iterator[Result]:
         return
     bundle, (layer, index) = result.bundle, result.request.selected
     relevance = float(channel_relevance(bundle.explanation, layer)[index])
-    neuron = Neuron(layer, index, relevance, bundle.deconvolution(layer, index))
+    why = deconvnet_gap(bundle.explanation, layer)
+    neuron = Neuron(layer, index, relevance, None if why else bundle.deconvolution(layer, index), why=why)
     yield replace(result, neuron=neuron)
     yield replace(result, neuron=replace(neuron, heatmap=bundle.neuron_relevance(layer, index),
                                          activation=bundle.neuron_activation(layer, index)))
