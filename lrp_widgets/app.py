@@ -21,10 +21,11 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explorer.ipynb"
 APP_SOURCE = """import os
 from lrp_widgets import Explorer
 
-Explorer(model=os.environ.get("LRP_WIDGETS_MODEL", "vgg16"),
-         weights=os.environ.get("LRP_WIDGETS_WEIGHTS", "auto"),
+Explorer(model=os.environ.get("LRP_WIDGETS_MODEL") or None,
+         weights=os.environ.get("LRP_WIDGETS_WEIGHTS") or None,
          image=os.environ.get("LRP_WIDGETS_IMAGE", "castle"),
-         device=os.environ.get("LRP_WIDGETS_DEVICE", "cpu"))"""
+         device=os.environ.get("LRP_WIDGETS_DEVICE", "cpu"),
+         atlas=os.environ.get("LRP_WIDGETS_ATLAS") or None)"""
 #: where Voila finds the ``lrp`` template (data) and the server settings of ``lrp_widgets.deploy`` (config)
 SHARE = Path(__file__).resolve().parent / "share"
 CONFIG = SHARE / "jupyter_config"
@@ -72,11 +73,13 @@ def voila_env(env: dict[str, str]) -> dict[str, str]:
             "JUPYTER_CONFIG_PATH": first(CONFIG, "JUPYTER_CONFIG_PATH")}
 
 
-def serve(port: int | None = None, weights: str = "auto", model: str = "vgg16", browser: bool = True,
-          max_kernels: int | None = None, device: str = "cpu", memory_budget: int | None = None) -> None:
+def serve(port: int | None = None, weights: str | None = None, model: str | None = None, browser: bool = True,
+          max_kernels: int | None = None, device: str = "cpu", memory_budget: int | None = None,
+          atlas: str | None = None) -> None:
     """Become Voila (exec): a signal to this process (Ctrl-C, a supervisor, a container stop) reaches Voila,
-    which shuts its kernels down."""
-    env = voila_env(dict(os.environ, LRP_WIDGETS_WEIGHTS=weights, LRP_WIDGETS_MODEL=model, LRP_WIDGETS_DEVICE=device))
+    which shuts its kernels down. ``model``/``weights`` None: the atlas's, else vgg16 and auto."""
+    env = voila_env(dict(os.environ, LRP_WIDGETS_WEIGHTS=weights or "", LRP_WIDGETS_MODEL=model or "",
+                         LRP_WIDGETS_DEVICE=device, LRP_WIDGETS_ATLAS=str(Path(atlas).resolve()) if atlas else ""))
     command = voila_command(port, browser, max_kernels, memory_budget)
     os.execve(command[0], command, env)
 

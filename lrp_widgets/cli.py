@@ -8,7 +8,7 @@
                        [--npy FILE.npy]
     lrp-widgets atlas FOLDER [--model …] [--weights …] [--preset P] [--layers L1,L2,…] [--top K] --out DIR
                       [--target label|predicted] [--batch-size N] [--workers N] [--resume] [--ray ADDRESS]
-    lrp-widgets app [--port N] [--weights …] [--no-browser] [--max-kernels N] [--memory-budget SIZE] [--device cpu|cuda]
+    lrp-widgets app [--port N] [--weights …] [--atlas DIR] [--no-browser] [--max-kernels N] [--memory-budget SIZE] [--device cpu|cuda]
 
 Bad input prints one line on stderr and exits with status 2; nothing is written then.
 """
@@ -128,9 +128,12 @@ def _app_parser(commands) -> None:
 
     app = commands.add_parser("app", help="serve the Explorer as a Voila dashboard")
     app.add_argument("--port", type=int, default=None)
-    app.add_argument("--model", default="vgg16", help=f"the torchvision model it opens with: {', '.join(MODELS)}")
-    app.add_argument("--weights", default="auto",
-                     help="imagenet, random, auto (imagenet if available, else random) or a state-dict file")
+    app.add_argument("--model", default=None,
+                     help=f"the torchvision model it opens with (default vgg16, or the atlas's): {', '.join(MODELS)}")
+    app.add_argument("--weights", default=None, help="imagenet, random, auto (imagenet if available, else random; "
+                                                     "the default, or the atlas's) or a state-dict file")
+    app.add_argument("--atlas", default=None, metavar="DIR",
+                     help="an atlas (lrp-widgets atlas): the selected neuron's reference images; its model and weights")
     app.add_argument("--no-browser", action="store_true", help="do not open a browser")
     app.add_argument("--max-kernels", type=int, default=None,
                      help="most visitors (kernels) at once; 0 = no limit; default: as many as the memory holds")
@@ -154,11 +157,16 @@ def serve_app(args: argparse.Namespace) -> None:
     from .app import serve
     from .engine.models import MODELS
 
-    if args.model not in MODELS:
+    if args.atlas:  # its model and weights, checked before Voila starts
+        from .atlas import Atlas
+        from .views.explorer import atlas_model
+
+        args.model, args.weights = atlas_model(Atlas.open(args.atlas).info, args.atlas, args.model, args.weights)
+    if args.model is not None and args.model not in MODELS:
         raise ModelError(f"the app opens with a torchvision model such as vgg16 (see --help), not '{args.model}': "
                          "explain your own network with explain or deconv, or Explorer(model=...) in a notebook")
     serve(args.port, args.weights, args.model, browser=not args.no_browser, max_kernels=args.max_kernels,
-          device=args.device, memory_budget=args.memory_budget)
+          device=args.device, memory_budget=args.memory_budget, atlas=args.atlas)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,7 +286,12 @@ def _load(args: argparse.Namespace):
     """The torchvision model or your network that ``--model`` names, with ``--weights`` and the options of yours."""
     from .engine.models import MODELS, UntrainedWeightsWarning, load_model, load_user_model
 
-    if args.model not in MODELS:
+    if args.atlas:  # its model and weights, checked before Voila starts
+        from .atlas import Atlas
+        from .views.explorer import atlas_model
+
+        args.model, args.weights = atlas_model(Atlas.open(args.atlas).info, args.atlas, args.model, args.weights)
+    if args.model is not None and args.model not in MODELS:
         return load_user_model(args.model, args.weights, _numbers(args.mean, "--mean"), _numbers(args.std, "--std"),
                                224 if args.size is None else args.size, _categories(args.categories))
     yours = {"--weights own": args.weights == "own", "--mean": args.mean is not None, "--std": args.std is not None,

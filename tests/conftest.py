@@ -16,8 +16,8 @@ CASTLE = IMAGES / "n02980441_castle.JPEG"
 
 
 #: the files that drive a real browser, a Binder session, notebooks or a deployment: minutes each
-SLOW_FILES = {"test_app_browser.py", "test_app_layout.py", "test_app_transformer.py", "test_binder_session.py",
-              "test_notebooks.py", "test_deploy.py"}
+SLOW_FILES = {"test_app_atlas.py", "test_app_browser.py", "test_app_layout.py", "test_app_transformer.py",
+              "test_binder_session.py", "test_notebooks.py", "test_deploy.py"}
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -65,6 +65,7 @@ def build_atlas(folder: str | Path, model: LoadedModel, out: str | Path, layers:
     info = {"model": plan.model, "weights": plan.weights, "preset": plan.preset, "layers": plan.layers,
             "output": plan.output, "k": plan.k, "target": plan.target, "top_n": plan.top_n, "folder": plan.folder,
             "images": len(merged.images), "skipped": len(merged.skipped), "explained_by": merged.explained_by,
+            "shapes": merged.shapes,
             "versions": {"lrp-widgets": version("lrp-widgets"), "torch": torch.__version__, "torchvision": torchvision.__version__}}
     write(out, merged, info, [item.path for item in plan.items])
     checkpoints.remove()

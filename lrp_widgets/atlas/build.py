@@ -24,6 +24,7 @@ from torch import nn
 from ..analysis.graph import neuron_graph
 from ..engine.families import graph_blocks, graph_layers
 from ..engine.models import LoadedModel
+from ..engine.lrp import channel_totals
 from ..engine.network import INPUT, Network
 from ..engine.predict import explainer_for
 from ..errors import ModelError, TargetError
@@ -121,13 +122,15 @@ class ShardWorker:
         explanation = self.explainer.explain(x, labels if plan.target == "label" else None, self.stop)
         targets = explanation.targets.tolist()
         for label, step in plan.layers.items():
-            for what, maps in (("relevance", explanation.relevances[step]), ("activation", explanation.activations[step])):
+            for what in ("relevance", "activation"):
+                maps = explanation.maps(step, relevance=what == "relevance")  # channels first (tokens: (N, D, T))
                 values, positions = channel_statistics(maps)
-                width = maps.shape[-1] if maps.dim() == 4 else 1
+                width = maps.shape[-1] if maps.dim() > 2 else 1  # tokens: y = 0, x = the token
+                if maps.dim() == 4:
+                    partial.shapes[label] = tuple(maps.shape[2:])
                 for kind, value in values.items():
                     partial.add_top(label, f"{what}_{kind}", batch_top(value, positions, numbers, width, plan.k), plan.k)
-            relevance = explanation.relevances[step]
-            relevance = (relevance.flatten(2).sum(2) if relevance.dim() > 2 else relevance).double().cpu().numpy()
+            relevance = channel_totals(explanation.relevances[step]).double().cpu().numpy()
             for row, target in enumerate(targets):
                 sums = ClassSums(1, {label: relevance[row]}, {label: relevance[row] ** 2})
                 partial.classes.setdefault(target, ClassSums()).add(sums)

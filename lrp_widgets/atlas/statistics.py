@@ -86,6 +86,8 @@ class Partial:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: the processes (host:pid) that explained the images
     explained_by: list[str] = field(default_factory=list)
+    #: each layer's map size (height, width), for cropping reference images
+    shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def add_top(self, layer: str, statistic: str, top: TopK, k: int) -> None:
         key = (layer, statistic)
@@ -105,6 +107,7 @@ class Partial:
         self.images += other.images
         self.skipped += other.skipped
         self.explained_by += [who for who in other.explained_by if who not in self.explained_by]
+        self.shapes.update(other.shapes)
         return self
 
 

@@ -32,6 +32,7 @@ from .deconv import DeconvPanel
 from .graph import LayerGraph
 from .heatmaps import ActivationHeatmap, RelevanceHeatmap
 from .models import ModelPicker
+from .references import ReferenceStrip
 from .session import Session
 from .state import ExplorerState
 from .threshold import ThresholdSlider
@@ -41,17 +42,25 @@ class Explorer(widgets.VBox):
     """All linked views of one explanation. ``model``: a torchvision model's name (loaded with ``weights``),
     or your network (see :func:`your_model`); ``image``: an example name, a file, or a PIL image."""
 
-    def __init__(self, model: str | nn.Module | LoadedModel = "vgg16", weights: str = "auto",
+    def __init__(self, model: str | nn.Module | LoadedModel | None = None, weights: str | None = None,
                  image: str | Path | Image.Image | None = "castle", background: bool = True, device: str = "cpu",
                  preprocess: Callable[[Image.Image], torch.Tensor] | None = None,
                  categories: Sequence[str] | None = None, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None):
+                 std: Sequence[float] | None = None, atlas: str | Path | None = None):
+        references = None
+        if atlas is not None:  # its model and weights, unless others are asked for (then they must be its)
+            from ..atlas import Atlas
+            from ..atlas.thumbnails import ReferenceImages
+
+            references = ReferenceImages(Atlas.open(atlas))
+            model, weights = atlas_model(references.atlas.info, atlas, model, weights)
+        model, weights = model or "vgg16", weights or "auto"
         yours = your_model(model, preprocess, categories, mean, std)
         self.state = (ExplorerState(model_name=model, weights=weights) if yours is None else
                       ExplorerState(model_name=yours.name, weights=yours.weights))
         # the banner of untrained weights is in place before the first result (the page must not jump then)
         self.state.pretrained = yours.pretrained if yours is not None else weights != "random"
-        self.session = Session(self.state, background=background, device=device)
+        self.session = Session(self.state, background=background, device=device, references=references)
         if yours is not None:
             self.session.add_model(yours)
         self.status = StatusBar(self.state)
@@ -69,6 +78,10 @@ class Explorer(widgets.VBox):
         side = widgets.VBox([self.classes, self.threshold], layout=widgets.Layout(width="370px"))
         views = widgets.HBox([self.relevance, self.activation, side], layout=wrap)
         below = widgets.HBox([self.threshold.sweep_view, self.deconv], layout=wrap)
+        self.references = None if references is None else ReferenceStrip(
+            self.state, references.atlas.info, str(atlas), lambda path: self.load(references.folder / path))
+        if self.references is not None:
+            below.children = (*below.children, self.references)
         # clicked by the app's page (Voila template ``lrp``) once the views are on screen: see ``resend``
         self.resync = widgets.Button(description="resync", layout=widgets.Layout(display="none"))
         self.resync.add_class("lrp-resync")
@@ -97,6 +110,18 @@ class Explorer(widgets.VBox):
         else:
             name = Path(image).name if isinstance(image, (str, Path)) else getattr(image, "name", "your image")
             self.picker.load(lambda: open_image(image), name)
+
+
+def atlas_model(info: dict, atlas: str | Path, model, weights: str | None) -> tuple[str, str]:
+    """The atlas's model and weights; one line if the Explorer is asked for others."""
+    asked = model if isinstance(model, str) or model is None else getattr(model, "name", type(model).__name__)
+    if (asked or info["model"], weights or info["weights"]) != (info["model"], info["weights"]):
+        raise ModelError(f"the atlas in '{atlas}' is of {info['model']} with {info['weights']} weights, not "
+                         f"{asked or info['model']} with {weights or info['weights']} weights: open the Explorer with "
+                         "its model, or build an atlas of yours")
+    if not isinstance(model, (str, type(None))):
+        raise ModelError("an atlas goes with a torchvision model by name (the one it was built with)")
+    return info["model"], info["weights"]
 
 
 def your_model(model: str | nn.Module | LoadedModel, preprocess: Callable[[Image.Image], torch.Tensor] | None,

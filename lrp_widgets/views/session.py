@@ -35,6 +35,8 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -47,6 +49,9 @@ from ..engine.deconv import deconvnet_gap
 from ..engine.models import LoadedModel, UntrainedWeightsWarning, load_model
 from ..errors import LRPWidgetsError, ModelError
 from .state import INPUTS, ExplorerState
+
+if TYPE_CHECKING:  # the atlas (and pyarrow) is imported only by a session that has one
+    from ..atlas.thumbnails import ReferenceImages, Strip
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +73,14 @@ class Request:
     alpha: float
     k: int
     selected: tuple = ()
+    statistic: str = "relevance_sum"
     image_name: str = field(default="", compare=False)
     image: Image.Image | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, state: ExplorerState, image_key: str) -> "Request":
         return cls(image_key, state.model_name, state.weights, state.target, state.top_n, state.layer, state.alpha,
-                   state.k, tuple(state.selected), state.image_name, state.image)
+                   state.k, tuple(state.selected), state.statistic, state.image_name, state.image)
 
     @property
     def explanation_key(self) -> tuple:
@@ -114,6 +120,7 @@ class Result:
     path_relevance: torch.Tensor | None = None
     path_activation: tuple[torch.Tensor, ...] | None = None  # the k paths together, then each path
     neuron: Neuron | None = None
+    references: "Strip | None" = None  # the selected neuron's reference images, where the session has an atlas
     sweep: Sweep | None = None
 
     @property
@@ -166,6 +173,19 @@ def _neuron(result: Result) -> Iterator[Result]:
                                          activation=bundle.neuron_activation(layer, index)))
 
 
+def _references(images: ReferenceImages, result: Result) -> Result:
+    """The selected neuron's reference images from the atlas (of the atlas's model only)."""
+    from ..atlas.thumbnails import Strip
+
+    if not result.request.selected:
+        return result
+    (layer, index), model, info = result.request.selected, result.bundle.model, images.atlas.info
+    if (model.name, model.weights) != (info["model"], info["weights"]):
+        return replace(result, references=Strip(layer, index, result.request.statistic, note=(
+            f"the atlas is of {info['model']} with {info['weights']} weights: pick that model to see reference images")))
+    return replace(result, references=images.strip(model, layer, index, result.request.statistic))
+
+
 def _sweep(result: Result) -> Iterator[Result]:
     """Progressive and last: the first α's points, then more, while no newer request comes."""
     for sweep in result.bundle.sweep_steps(result.layer):
@@ -206,8 +226,12 @@ class Session:
     another model also costs that model's size; the newest is always kept), and the user's own models."""
 
     def __init__(self, state: ExplorerState, background: bool = True, device: str = "cpu",
-                 cache_bytes: int = CACHE_BYTES):
+                 cache_bytes: int = CACHE_BYTES, references: "ReferenceImages | None" = None):
         self.state = state
+        #: the stages after the explanation; with an atlas, the selected neuron's reference images before the rest
+        #: of the neuron (they are quick: what a click shows first)
+        self.stages = STAGES if references is None else (
+            *STAGES[:3], ("the reference images", partial(_references, references)), *STAGES[3:])
         self.device = device
         self.cache_bytes = cache_bytes
         self.models: dict[tuple[str, str], LoadedModel] = {}  # the request's, the cached explanations', the user's
@@ -284,7 +308,7 @@ class Session:
         if bundle is None:
             raise NotCached("explanation")
         result = self._first_result(request, bundle)
-        for _, stage in STAGES:
+        for _, stage in self.stages:
             result = _last(stage(result))
         return result
 
@@ -391,7 +415,7 @@ class Session:
             model = self.model(request.model_name, request.weights, request)
             started, published = time.perf_counter(), None
             result = self._first_result(request, self._explanation(request, model))
-            for status, stage in ((None, None), *STAGES):  # the explanation, then each stage
+            for status, stage in ((None, None), *self.stages):  # the explanation, then each stage
                 steps = [result]
                 if stage is not None:
                     if request != self._current:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from traitlets import Any, Bool, Float, HasTraits, Int, Tuple, Unicode
 
 #: The traits a request is made of (``image_name`` only labels the image and changes with it).
-INPUTS = ("image", "model_name", "weights", "target", "top_n", "layer", "alpha", "k", "selected")
+INPUTS = ("image", "model_name", "weights", "target", "top_n", "layer", "alpha", "k", "selected", "statistic")
 
 
 class ExplorerState(HasTraits):
@@ -30,6 +30,7 @@ class ExplorerState(HasTraits):
     k = Int(5)
     top_n = Int(8)
     selected = Tuple((), help="(layer, index) of the selected neuron, or ()")
+    statistic = Unicode("relevance_sum", help="what the atlas's reference images of the neuron are ranked by")
     # display
     heatmap_mode = Unicode("selection", help="what the relevance heatmap shows: full (the explanation), "
                            "selection (the neurons Algorithm 1 keeps at the layer for α), paths (the union of "
