@@ -550,6 +550,31 @@ def test_the_top1_bar_can_be_chosen_again(page):
     shot(page, "first-bar-again")
 
 
+#: Every text of the class chart (names, ticks, axis label, title) with its room to the figure's edges (px).
+CHART_TEXTS = """() => {
+  const figure = document.querySelector('.lrp-classselector .bqplot'), box = figure.getBoundingClientRect();
+  return [...figure.querySelectorAll('text')].filter(t => t.textContent.trim() && t.getBoundingClientRect().width)
+    .map(t => { const b = t.getBoundingClientRect();
+                return {text: t.textContent, room: Math.min(b.left - box.left, box.right - b.right, b.top - box.top,
+                                                             box.bottom - b.bottom)}; });
+}"""
+
+
+def test_a_class_is_chosen_by_its_name_and_the_charts_labels_are_whole(page):
+    """A class of tiny probability has a bar too thin to hit: its name chooses it. Every label of the chart lies
+    inside it with room to spare (another machine's font may be wider)."""
+    fifth = bar_class(page, 4)
+    index = fifth.rsplit(" ", 1)[1]  # "(246)"
+    page.locator(".lrp-classselector svg text").filter(visible=True).filter(
+        has_text=re.compile(re.escape(index) + "$")).click()
+    wait_for_class(page, fifth, f"every view to show the 5th class {fifth}")
+    assert views(page)["highlighted"] == [4]
+    shot(page, "fifth-class-by-name")
+    texts = page.evaluate(CHART_TEXTS)
+    assert "probability" in [t["text"] for t in texts]
+    assert [t for t in texts if t["room"] < 8] == [], texts
+
+
 def test_two_quick_class_clicks_show_the_last_class(page):
     second, fourth = bar_class(page, 1), bar_class(page, 3)
     page.evaluate(RECORD)
