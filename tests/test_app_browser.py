@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import subprocess
 import sys
@@ -528,6 +529,21 @@ def test_alpha_is_explained_on_screen(page):
     assert "at α = −2 even highly relevant neurons are faded" in text
 
 
+def test_alpha_links_to_the_tutorials_section_on_alpha(page):
+    """Beside α's two sentences a link leads to the tutorial's section on α (the notebook beside the app's, at the
+    section's heading: the id Voila's and JupyterLab's Markdown give it)."""
+    link = page.locator(".lrp-alpha-meaning a")
+    assert link.is_visible() and "what is α?" in link.inner_text()
+    path, anchor = link.get_attribute("href").split("#")
+    notebook = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / path).read_text())
+    headings = [line.lstrip("#").strip() for cell in notebook["cells"] if cell["cell_type"] == "markdown"
+                for line in "".join(cell["source"]).splitlines() if line.startswith("#")]
+    assert anchor in [heading.replace(" ", "-") for heading in headings], headings
+    assert link.get_attribute("target") == "_blank"
+    page.locator(".lrp-alpha-meaning").scroll_into_view_if_needed()
+    shot(page, "alpha-link")
+
+
 def test_an_untrained_mobilenet_says_its_relevance_vanishes_and_draws_no_paths(page):
     pick_model(page, "MobileNet", "mobilenet_v2")
     wait_until(page, lambda: idle(page) and all(" · mobilenet_v2:" in c for c in views(page)["captions"]),
@@ -548,6 +564,58 @@ def test_the_top1_bar_can_be_chosen_again(page):
     assert views(page)["highlighted"] == [0]
     assert class_node(page)["label"] == first.rsplit(" (", 1)[0]
     shot(page, "first-bar-again")
+
+
+#: Every text of the class chart (names, ticks, axis label, title) with its room to the figure's edges (px).
+CHART_TEXTS = """() => {
+  const figure = document.querySelector('.lrp-classselector .bqplot'), box = figure.getBoundingClientRect();
+  return [...figure.querySelectorAll('text')].filter(t => t.textContent.trim() && t.getBoundingClientRect().width)
+    .map(t => { const b = t.getBoundingClientRect();
+                return {text: t.textContent, room: Math.min(b.left - box.left, box.right - b.right, b.top - box.top,
+                                                             box.bottom - b.bottom)}; });
+}"""
+
+
+def test_a_class_is_chosen_by_its_name_and_the_charts_labels_are_whole(page):
+    """A class of tiny probability has a bar too thin to hit: its name chooses it. Every label of the chart lies
+    inside it with room to spare (another machine's font may be wider)."""
+    fifth = bar_class(page, 4)
+    index = fifth.rsplit(" ", 1)[1]  # "(246)"
+    name = page.locator(".lrp-classselector svg text").filter(visible=True).filter(
+        has_text=re.compile(re.escape(index) + "$")).bounding_box()
+    page.mouse.click(name["x"] + name["width"] / 2, name["y"] + name["height"] / 2)
+    wait_for_class(page, fifth, f"every view to show the 5th class {fifth}")
+    assert views(page)["highlighted"] == [4]
+    shot(page, "fifth-class-by-name")
+    texts = page.evaluate(CHART_TEXTS)
+    assert "probability" in [t["text"] for t in texts]
+    assert [t for t in texts if t["room"] < 8] == [], texts
+
+
+#: The colours of the graph's path edges (distinct, as the browser draws them) and of the legend's path key.
+PATH_COLOURS = """() => {
+  const host = [...document.querySelectorAll('div')].find(el => el._cyreg && el._cyreg.cy);
+  const plain = c => c.replace(/ /g, '');
+  return {edges: [...new Set(host._cyreg.cy.edges('.path').map(e => plain(e.style('line-color'))))],
+          key: [...document.querySelectorAll('.lrp-graph-legend .lrp-path-key')]
+            .map(el => [el.innerText.replace(/\u00a0/g, ' ').trim(), plain(getComputedStyle(el).color)])};
+}"""
+
+
+def test_the_k_paths_have_a_colour_each_and_a_key(page):
+    """k = 2 and k = 10 look different: each path has its own colour (an edge shared by paths takes the best one's)
+    and the legend's key names path 1 … path k in those colours."""
+    box = page.locator(".widget-inline-hbox").filter(has=page.locator("label", has_text="k paths")).locator("input")
+    for k in (2, 10):
+        box.fill(str(k))
+        box.press("Enter")
+        wait_until(page, lambda: idle(page) and f"the {k} best paths" in views(page)["legend"]
+                   and graph(page)["paths"] > 0, f"the graph's {k} paths")
+        shown = page.evaluate(PATH_COLOURS)
+        assert [name for name, _ in shown["key"]] == [f"━ path {rank}" for rank in range(1, k + 1)], shown
+        assert len(shown["edges"]) == k and set(shown["edges"]) == {colour for _, colour in shown["key"]}, shown
+        page.locator(".lrp-graph-legend").scroll_into_view_if_needed()
+        shot(page, f"paths-k{k}")
 
 
 def test_two_quick_class_clicks_show_the_last_class(page):
@@ -665,6 +733,24 @@ def test_an_upload_then_an_example(page, tmp_path):
     assert heatmap(page, "relevance") == castle  # the same picture and class as at the start
     assert set(classes_shown(page).values()) == {bar_class(page, 0)}
     shot(page, "upload-then-castle")
+
+
+def upload_button(page) -> str:
+    return page.locator(".widget-upload").inner_text().replace("\xa0", " ").strip()
+
+
+def test_the_upload_button_counts_the_uploaded_file_on_screen(page, tmp_path):
+    """After an upload the button says one file is uploaded, beside the file's name; an example puts it back to 0."""
+    assert upload_button(page) == "upload (0)"
+    barn = tmp_path / "my-barn.png"
+    Image.open(IMAGES / "n02793495_barn.JPEG").convert("RGB").save(barn)
+    upload(page, barn)
+    wait_until(page, lambda: idle(page) and views(page)["image"] == "image: my-barn.png", "the upload's explanation")
+    assert upload_button(page) == "upload (1)"
+    shot(page, "upload-counter")
+    example_button(page, "zebra").click()
+    wait_until(page, lambda: idle(page) and views(page)["image"] == "image: zebra", "the zebra's explanation")
+    assert upload_button(page) == "upload (0)"
 
 
 def test_the_wheel_zooms_within_bounds_and_fit_shows_the_whole_graph(page):

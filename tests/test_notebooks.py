@@ -118,3 +118,30 @@ def test_notebook_links_point_inside_the_repository():
             if "://" not in target:
                 assert (NOTEBOOKS / target).resolve().is_relative_to(root) and (NOTEBOOKS / target).exists(), \
                     (name, target)
+
+
+def test_the_tutorials_explorer_is_stored_as_a_picture_of_the_app():
+    """A stored widget shows nothing without its kernel (JupyterLab shows an untrusted notebook's widget as its
+    text, "Explorer(…)"): a reader of the stored tutorial sees a picture of the app instead."""
+    notebook = nbformat.read(NOTEBOOKS / "tutorial.ipynb", as_version=4)
+    cell = next(cell for cell in notebook.cells if cell.cell_type == "code" and "Explorer(" in cell.source)
+    assert [sorted(output.get("data", {})) for output in cell.outputs] == [["image/png", "text/plain"]]
+    picture = Image.open(io.BytesIO(base64.b64decode(cell.outputs[0].data["image/png"])))
+    assert picture.size[0] >= 1000 and picture.mode in ("RGB", "RGBA")  # a screenshot of the whole app
+    assert "widgets" not in notebook.metadata  # no state of a widget that is not shown
+
+
+def test_the_tutorial_explains_alpha_where_the_app_links():
+    """The app's "what is α?" link leads to a section of the tutorial that says what docs/method.md says."""
+    from lrp_widgets.views.threshold import ALPHA_TUTORIAL
+
+    path, anchor = ALPHA_TUTORIAL.split("#")
+    notebook = nbformat.read(NOTEBOOKS / path, as_version=4)
+    markdown = [cell.source for cell in notebook.cells if cell.cell_type == "markdown"]
+    start = next(i for i, text in enumerate(markdown) if text.splitlines()[0].lstrip("#").strip().replace(" ", "-")
+                 == anchor)
+    section = " ".join(markdown[start:start + 2])
+    method = (NOTEBOOKS.parent / "docs" / "method.md").read_text()
+    for words in ("μ − α·σ", "population", "MSE", "SMAPE", "mean MSE", "fewest"):
+        assert words in section and words in method, words
+    assert "kept when its score > μ − α·σ" in section

@@ -27,20 +27,26 @@ class ClassSelector(View):
     observes = ("result", "target")
 
     def __init__(self, state):
-        # horizontal bars: the class names sit on the left, readable whole
-        x, y = bqplot.OrdinalScale(reverse=True), bqplot.LinearScale(min=0)
+        # horizontal bars; the class names are a mark of their own, left of the bars, so a click on a name chooses
+        # its class too (a class of tiny probability has a bar too thin to hit)
+        x, y = bqplot.OrdinalScale(reverse=True), bqplot.LinearScale(min=0, allow_padding=False)
         self.bars = bqplot.Bars(x=[], y=[], scales={"x": x, "y": y}, colors=["#4c72b0"], orientation="horizontal",
                                 interactions={"click": "select"}, selected_style={"fill": "#d62728"},
                                 tooltip=bqplot.Tooltip(fields=["x", "y"], labels=["class", "probability"],
                                                        formats=["", ".3%"]))
-        self.bars.observe(self._bar_clicked, "selected")
-        # "~" drops trailing zeros: 0.05%, 0.1%, 0.15% … or 10%, 20% … stay distinct at any scale
-        axes = [bqplot.Axis(scale=x, orientation="vertical", tick_style={"font-size": "12px"}),
-                bqplot.Axis(scale=y, label="probability", tick_format=".4~%", num_ticks=3,
+        self.names = bqplot.Label(x=[], y=[], text=[], scales={"x": y, "y": x}, align="end", x_offset=-6, y_offset=4,
+                                  default_size=12, font_weight="normal", colors=["#333"], apply_clip=False, interactions={"click": "select"},
+                                  selected_style={"fill": "#d62728", "font-weight": "bold"})
+        for mark in (self.bars, self.names):
+            mark.observe(self._bar_clicked, "selected")
+        # "~" drops trailing zeros: 0.05%, 0.1%, 0.15% … or 10%, 20% … stay distinct at any scale; the margins
+        # hold the widest tick ("0.01234%") and the axis label whole
+        axes = [bqplot.Axis(scale=x, orientation="vertical", visible=False),
+                bqplot.Axis(scale=y, label="probability", tick_format=".4~%", num_ticks=3, label_offset="32px",
                             tick_style={"font-size": "11px"})]
-        self.chart = bqplot.Figure(marks=[self.bars], axes=axes, title="top-5 classes: click to explain",
+        self.chart = bqplot.Figure(marks=[self.bars, self.names], axes=axes, title="top-5 classes: click to explain",
                                    title_style={"font-size": "13px"}, display_toolbar=False,
-                                   fig_margin={"top": 30, "bottom": 40, "left": 190, "right": 25},
+                                   fig_margin={"top": 30, "bottom": 52, "left": 190, "right": 40},
                                    layout=widgets.Layout(width="370px", height="210px"))
         self.choice = widgets.Dropdown(description="explain", layout=widgets.Layout(width="330px"))
         self.choice.observe(self._chosen, "value")
@@ -69,16 +75,19 @@ class ClassSelector(View):
         with self.quietly():
             if self.changed("bars", result.bundle):
                 self._indices = [p["index"] for p in predictions]
-                with self.bars.hold_sync():
-                    self.bars.x = [f"{short(p['name'], 22)} ({p['index']})" for p in predictions]
+                names = [f"{short(p['name'], 22)} ({p['index']})" for p in predictions]
+                with self.bars.hold_sync(), self.names.hold_sync():
+                    self.bars.x = self.names.y = self.names.text = names
                     self.bars.y = [p["probability"] for p in predictions]
+                    self.names.x = [0] * len(names)
             options = [(f"{p['name']} ({p['index']}) {_percent(p['probability'])}", p["index"]) for p in predictions]
             if current not in self._indices:
                 options.append((f"{result.bundle.model.category(current)} ({current})", current))
             if list(self.choice.options) != options:
                 self.choice.options = options
             self.choice.value = current
-            self.bars.selected = [self._indices.index(current)] if current in self._indices else None
+            self.bars.selected = self.names.selected = (
+                [self._indices.index(current)] if current in self._indices else None)
 
     def _bar_clicked(self, change) -> None:
         if self.syncing:
@@ -108,6 +117,7 @@ class ImagePicker(View):
         self.upload.observe(self._uploaded, "value")
         self.name = widgets.HTML()
         self.name.add_class("lrp-image-name")
+        self._upload = ()  # the uploaded file on screen, without its bytes: the button's counter says "(1)"
         super().__init__(state, [widgets.HBox([self.examples, self.upload, self.name])])
         self.refresh()
 
@@ -116,27 +126,33 @@ class ImagePicker(View):
             self.load(lambda: load_example(change["new"]), change["new"])
 
     def _uploaded(self, change) -> None:
-        if change["new"]:
+        if change["new"] and not self.syncing:
             item = change["new"][0]
-            self.upload.value = ()  # the same file can be chosen again
-            self.load(lambda: open_image(bytes(item["content"]), self.max_bytes, name=item["name"]), item["name"])
+            self.load(lambda: open_image(bytes(item["content"]), self.max_bytes, name=item["name"]), item["name"],
+                      ({**item, "content": b""},))
 
-    def load(self, read, name: str) -> None:
-        """Read an image; on failure say why and keep the current one."""
+    def load(self, read, name: str, upload: tuple = ()) -> None:
+        """Read an image (``upload``: the uploaded file it comes from, without its bytes); on failure say why and
+        keep the current one."""
         try:
             image = read()
         except LRPWidgetsError as error:
             self.state.error = str(error)
             self.refresh()  # an example button pressed for a file that failed goes back to the image shown
             return
+        self._upload = upload
         with self.state.hold_trait_notifications():
             self.state.image_name = name
             self.state.image = image
+        self.refresh()  # the same name again changes no trait
 
     def render(self) -> None:
         name = self.state.image_name
         with self.quietly():
             self.examples.value = name if name in EXAMPLES else None
+            # the upload's bytes leave the widget (a resync would send them back); choosing the file again still
+            # counts as a change
+            self.upload.value = self._upload
         self.name.value = f"image: <b>{escape(name)}</b>" if name else ""
 
 

@@ -1,7 +1,8 @@
 """LayerGraph: the neuron graph as layered columns (ipycytoscape).
 
 Nodes are sized by |relevance| and coloured by its sign; edge width follows the flow; the k best
-paths (of the full graph) are red, the longest thicker, dashed through a neuron α drops. At the α layer the
+paths (of the full graph) are coloured by rank (dark red the best, thicker; light orange the k-th, a key in the
+legend), dashed through a neuron α drops. At the α layer the
 neurons Algorithm 1 drops are faded.
 Column headers name the layers (VGG: conv1_1 …; ResNet: its blocks, layer1.0 …); the α layer's says how many
 neurons α keeps. Columns are narrower for networks with more layers than VGG16 (ResNet-50: 17). Hovering shows a
@@ -26,9 +27,12 @@ LEGEND = ("<b>How to read:</b> one column per layer (or block), input side on th
           "most relevant neurons (channels) of its layer, the class on the right. "
           "<b>Size</b> = |relevance| · <span style='color:#d62728'>●</span> red: evidence for the class · "
           "<span style='color:#1f77b4'>●</span> blue: against · <b>grey lines</b>: relevance flowing between "
-          "neurons, wider = more · <span style='color:#d62728'><b>red lines</b></span>: the k best paths of the "
-          "full graph (thickest: the best; α does not change them; dashed where a path runs through a neuron α "
-          "drops) · <b>faded</b>: neurons that α drops at the yellow layer.")
+          "neurons, wider = more · <span style='color:#cb181d'><b>coloured lines</b></span>: the k best paths of the "
+          "full graph, from dark red (path 1, the best, thickest) to light orange (path k); an edge shared by "
+          "several paths has the best one's colour; α does not change them; dashed where a path runs through a "
+          "neuron α drops · <b>faded</b>: neurons that α drops at the yellow layer.")
+#: the grey of the graph's edges, and the paths' colours by rank: dark red (the best) to light orange (the k-th)
+EDGE_COLOUR, PATH_RAMP = "#9aa7b8", ((103, 0, 13), (203, 24, 29), (251, 106, 74), (253, 174, 107))
 
 STYLE = [
     {"selector": "node", "style": {"width": "data(size)", "height": "data(size)", "background-color": "data(colour)",
@@ -47,12 +51,21 @@ STYLE = [
     {"selector": "node.alpha-layer", "style": {"background-color": "#ffd966", "font-weight": "bold",
                                                "height": 46}},  # three lines: "layer4.2", "2048/2048", "kept"
     {"selector": "node.selected-neuron", "style": {"border-width": 4, "border-color": "#000"}},
-    {"selector": "edge", "style": {"width": "data(width)", "line-color": "#9aa7b8", "opacity": 0.5,
+    {"selector": "edge", "style": {"width": "data(width)", "line-color": "data(colour)", "opacity": 0.5,
                                    "curve-style": "straight"}},
-    {"selector": "edge.path", "style": {"line-color": "#d62728", "opacity": 0.9, "z-index": 9}},
-    {"selector": "edge.longest", "style": {"width": 5, "line-color": "#a50000", "opacity": 1, "z-index": 10}},
+    {"selector": "edge.path", "style": {"width": 2.5, "opacity": 0.9, "z-index": 9}},  # every path seen
+    {"selector": "edge.longest", "style": {"width": 5, "opacity": 1, "z-index": 10}},
     {"selector": "edge.through-dropped", "style": {"line-style": "dashed"}},
 ]
+
+
+def path_colours(k: int) -> list[str]:
+    """The colours of paths 1 … k: ``PATH_RAMP`` spread over the k (one path: the darkest)."""
+    def colour(t: float) -> str:
+        i = min(int(t * (len(PATH_RAMP) - 1)), len(PATH_RAMP) - 2)
+        f = t * (len(PATH_RAMP) - 1) - i
+        return "#" + "".join(f"{round(a + (b - a) * f):02x}" for a, b in zip(PATH_RAMP[i], PATH_RAMP[i + 1]))
+    return [colour(rank / max(k - 1, 1)) for rank in range(k)]
 
 
 def column_step(columns: int) -> float:
@@ -145,13 +158,12 @@ class LayerGraph(View):
         by_source: dict[str, list] = {}
         for u, v, w in flows:
             by_source.setdefault(u.id, []).append((u.id, v.id))
-        path_edges, longest, dropped = self._marks(result)
+        marks = self._marks(result)
         pairs = list(dict.fromkeys([pair for items in by_source.values() for pair in
                                     sorted(items, key=lambda pair: -abs(self._flows[pair]))[:EDGES_PER_NODE]]
-                                   + sorted(path_edges)))
+                                   + sorted(marks[0])))
         self._edge_ids = set(pairs)
-        self._replace(nodes, [self._edge(pair, self._edge_classes(pair, path_edges, longest, dropped))
-                              for pair in pairs])
+        self._replace(nodes, [self._edge(pair, *self._look(pair, *marks)) for pair in pairs])
 
     def _replace(self, nodes: list, edges: list) -> None:
         """Every element of the drawing at once, in one message; then the old elements are closed. Held until
@@ -167,41 +179,44 @@ class LayerGraph(View):
     def _id(self, name: str) -> str:
         return f"g{self._builds}/{name}"
 
-    def _edge(self, pair: tuple[str, str], classes: str = "") -> ipycytoscape.Edge:
+    def _edge(self, pair: tuple[str, str], classes: str = "", colour: str = EDGE_COLOUR) -> ipycytoscape.Edge:
         (u, v), flow = pair, self._flows[pair]
         return ipycytoscape.Edge(data={"id": self._id(f"{u}->{v}"), "pair": f"{u}->{v}", "source": self._id(u),
-                                       "target": self._id(v), "weight": flow,
+                                       "target": self._id(v), "weight": flow, "colour": colour,
                                        "width": 0.5 + 4 * abs(flow) / self._best}, classes=classes)
 
     @staticmethod
-    def _marks(result) -> tuple[set, set, set]:
-        """The edges of the k paths, those of the best path, and the neurons α drops (as neuron ids)."""
-        path_edges, longest = set(), set()
-        for rank, path in enumerate(result.paths or ()):
-            path_edges |= path.edges
-            if rank == 0:
-                longest = path.edges
+    def _marks(result) -> tuple[dict, set, set]:
+        """The edges of the k paths, each with the colour of the best path through it; those of the best path; and
+        the neurons α drops (as neuron ids)."""
+        paths = result.paths or ()
+        colours: dict[tuple[str, str], str] = {}
+        for path, colour in reversed(list(zip(paths, path_colours(len(paths))))):
+            colours.update(dict.fromkeys(path.edges, colour))
         kept = result.selection.kept if result.selection is not None else None
         dropped = ({f"{result.layer}:{i}" for i in (~kept).nonzero().flatten().tolist()}
                    if kept is not None else set())
-        return path_edges, longest, dropped
+        return colours, paths[0].edges if paths else set(), dropped
 
     @staticmethod
-    def _edge_classes(pair, path_edges, longest, dropped) -> str:
-        return (("path " if pair in path_edges else "") + ("longest " if pair in longest else "") + (
-            "through-dropped" if pair in path_edges and (pair[0] in dropped or pair[1] in dropped) else "")).strip()
+    def _look(pair, colours, longest, dropped) -> tuple[str, str]:
+        """An edge's classes and colour (a path's edge: its best path's; the others grey)."""
+        classes = (("path " if pair in colours else "") + ("longest " if pair in longest else "") + (
+            "through-dropped" if pair in colours and (pair[0] in dropped or pair[1] in dropped) else "")).strip()
+        return classes, colours.get(pair, EDGE_COLOUR)
 
     def _highlight(self, result) -> None:
         request = result.request
-        path_edges, longest, dropped = self._marks(result)
+        marks = self._marks(result)
+        dropped = marks[2]
         kept = result.selection.kept if result.selection is not None else None
-        missing = [pair for pair in sorted(path_edges) if pair not in self._edge_ids]
+        missing = [pair for pair in sorted(marks[0]) if pair not in self._edge_ids]
         if missing:  # the paths arrived after the graph: their edges join it (its nodes are already drawn)
             self._edge_ids |= set(missing)
             self.cytoscape.graph.edges = [*self.cytoscape.graph.edges, *map(self._edge, missing)]
         for edge in self.cytoscape.graph.edges:
-            pair = tuple(edge.data["pair"].split("->"))
-            self._set(edge, self._edge_classes(pair, path_edges, longest, dropped))
+            classes, colour = self._look(tuple(edge.data["pair"].split("->")), *marks)
+            self._set(edge, classes, colour=colour)
         selected = f"{request.selected[0]}:{request.selected[1]}" if request.selected else ""
         for node in self.cytoscape.graph.nodes:
             if "index" not in node.data:  # a column header: the α layer's shows how many neurons α keeps
@@ -211,8 +226,10 @@ class LayerGraph(View):
                 continue
             self._set(node, node.data["role"] + ("dropped " if node.data["neuron"] in dropped else "")
                       + ("selected-neuron" if node.data["neuron"] == selected else ""))
+        key = " ".join(f'<span class="lrp-path-key" style="color:{colour};white-space:nowrap"><b>━</b> path '
+                       f"{rank}</span>" for rank, colour in enumerate(path_colours(len(result.paths or ())), 1))
         paths = ("<i>finding the best paths…</i>" if result.paths is None else
-                 f"{paths_shown(result)} in red" if result.paths else paths_shown(result))
+                 f"{paths_shown(result)}: {key}" if result.paths else paths_shown(result))
         self.legend.value = (f"{about(result)} · {paths} · faded: the neurons that α = "
                              f"{request.alpha:g} drops at {layer_label(result.bundle, result.layer)}")
         with self.quietly():
@@ -220,11 +237,12 @@ class LayerGraph(View):
                 value for _, value in self.neuron.options] else ()
 
     @staticmethod
-    def _set(element, classes: str, label: str | None = None) -> None:
+    def _set(element, classes: str, label: str | None = None, **data) -> None:
         if element.classes.strip() != classes.strip():
             element.classes = classes.strip()
-        if label is not None and element.data.get("label") != label:
-            element.data = {**element.data, "label": label}
+        data = {**data, **({"label": label} if label is not None else {})}
+        if any(element.data.get(name) != value for name, value in data.items()):
+            element.data = {**element.data, **data}
 
     def _clicked(self, node: dict) -> None:
         data = node["data"]
