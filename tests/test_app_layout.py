@@ -264,9 +264,13 @@ def test_in_jupyterlab_the_class_node_stays_in_the_frame_when_the_file_browser_o
     files = page.locator(".jp-SideBar.jp-mod-left [data-id='filebrowser']")
     if page.locator("#filebrowser").is_visible():  # JupyterLab opens with the file browser: close it first
         files.click()
-    page.locator(".jp-Notebook .jp-Cell").first.click()
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=TIMEOUT * 1000)
+    page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
     page.keyboard.press("Shift+Enter")
-    page.wait_for_selector(".lrp-explorer", timeout=TIMEOUT * 1000)
+    try:
+        page.wait_for_selector(".lrp-explorer", timeout=TIMEOUT * 1000)
+    finally:
+        shot(page, "jupyterlab-ran")
     wait_idle(page, "the first explanation in JupyterLab")
     files.click()
     wait_until(page, lambda: page.locator("#filebrowser").is_visible(), "the file browser to open", timeout=30)

@@ -18,10 +18,11 @@ from .common import View, about, how_to_read, layer_label, paths_shown
 
 MIN_COLUMN, MAX_COLUMN, ROW = 44, 150, 34
 #: the columns' span (graph units): VGG16's 16 columns 50 apart, drawn whole with labels of 11 px or more in a
-#: 768 px window (zoom ≥ 0.8) and at zoom 1 in ``WIDEST`` (wider canvases add nothing: a side panel opening in
-#: JupyterLab leaves the graph as it is)
+#: 768 px window (zoom ≥ 0.8)
 SPAN = 15 * 50
-WIDEST = "880px"
+#: the canvas's widest (zoom ~0.9): the browser does not fit the graph again when its canvas shrinks, so a canvas no
+#: wider keeps the graph whole when JupyterLab's side panel opens beside a 1280 px notebook ("fit" does elsewhere)
+WIDEST = "760px"
 #: the centres of the column headers' two rows: odd columns' headers above the even ones'
 HEADER_ROWS = (-ROW - 10, -ROW - 54)
 EDGES_PER_NODE = 3
