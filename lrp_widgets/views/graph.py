@@ -4,10 +4,11 @@ Nodes are sized by |relevance| and coloured by its sign; edge width follows the 
 paths (of the full graph) are coloured by rank (dark red the best, thicker; light orange the k-th, a key in the
 legend), dashed through a neuron α drops. At the α layer the
 neurons Algorithm 1 drops are faded.
-Column headers name the layers (VGG: conv1_1 …; ResNet: its blocks, layer1.0 …); the α layer's says how many
-neurons α keeps. Columns are narrower for networks with more layers than VGG16 (ResNet-50: 17). Hovering shows a
-node's layer, index and relevance; clicking selects the neuron; the wheel zooms within bounds and "fit"
-shows the whole graph again.
+Column headers name the layers (VGG: conv1_1 …; ResNet: its blocks, layer1.0 …; DenseNet: denseblock1 …)
+in two staggered rows, so that each has two columns' width; the α layer's says how many neurons α keeps. Every graph
+spans VGG16's width (fewer columns: wider apart; more: closer, down to ``MIN_COLUMN``), which fits a 768 px window
+with labels of 11 px or more. Hovering shows a node's layer, index and relevance; clicking selects the neuron (the
+page brings its deconvolution into view); the wheel zooms within bounds and "fit" shows the whole graph again.
 """
 from __future__ import annotations
 
@@ -16,9 +17,15 @@ import ipywidgets as widgets
 
 from .common import View, about, how_to_read, layer_label, paths_shown
 
-COLUMN, MIN_COLUMN, ROW = 84, 64, 34
-#: the columns' span (graph units) that the canvas shows with labels of 11 px or more: VGG16's 16 columns
-SPAN = 15 * COLUMN
+MIN_COLUMN, MAX_COLUMN, ROW = 44, 150, 34
+#: the columns' span (graph units): VGG16's 16 columns 50 apart, drawn whole with labels of 11 px or more in a
+#: 768 px window (zoom ≥ 0.8)
+SPAN = 15 * 50
+#: the canvas's widest (zoom ~0.9): the browser does not fit the graph again when its canvas shrinks, so a canvas no
+#: wider keeps the graph whole when JupyterLab's side panel opens beside a 1280 px notebook ("fit" does elsewhere)
+WIDEST = "760px"
+#: the centres of the column headers' two rows: odd columns' headers above the even ones'
+HEADER_ROWS = (-ROW - 10, -ROW - 54)
 EDGES_PER_NODE = 3
 MIN_ZOOM, MAX_ZOOM = 0.2, 4.0
 HOVER_HINT = "hover a neuron for its layer, index and relevance; click it (or pick it below) to select it"
@@ -36,7 +43,7 @@ EDGE_COLOUR, PATH_RAMP = "#9aa7b8", ((103, 0, 13), (203, 24, 29), (251, 106, 74)
 
 STYLE = [
     {"selector": "node", "style": {"width": "data(size)", "height": "data(size)", "background-color": "data(colour)",
-                                   "label": "data(label)", "font-size": 13, "text-valign": "center",
+                                   "label": "data(label)", "font-size": 14, "text-valign": "center",
                                    "text-halign": "right", "text-margin-x": 2, "text-background-color": "#fff",
                                    "text-background-opacity": 0.85, "text-background-padding": 1,
                                    "border-width": 1, "border-color": "#555", "z-index": 20}},
@@ -45,11 +52,12 @@ STYLE = [
                                               "text-wrap": "wrap", "text-max-width": 80}},
     {"selector": "node.header", "style": {"shape": "round-rectangle", "width": "data(size)", "height": 32,
                                           "background-color": "#eee", "text-valign": "center", "text-halign": "center",
-                                          "text-margin-x": 0, "font-size": 13, "text-wrap": "wrap",
-                                          "text-max-width": 76, "text-background-opacity": 0, "border-width": 0}},
+                                          "text-margin-x": 0, "font-size": 14, "text-wrap": "wrap",
+                                          "text-max-width": "data(size)", "text-background-opacity": 0,
+                                          "border-width": 0}},
     # one class in the selector: "node.header.alpha-layer" never matched the headers on the page
     {"selector": "node.alpha-layer", "style": {"background-color": "#ffd966", "font-weight": "bold",
-                                               "height": 46}},  # three lines: "layer4.2", "2048/2048", "kept"
+                                               "height": 52}},  # three lines: "layer4.2", "2048/2048", "kept"
     {"selector": "node.selected-neuron", "style": {"border-width": 4, "border-color": "#000"}},
     {"selector": "edge", "style": {"width": "data(width)", "line-color": "data(colour)", "opacity": 0.5,
                                    "curve-style": "straight"}},
@@ -68,9 +76,21 @@ def path_colours(k: int) -> list[str]:
     return [colour(rank / max(k - 1, 1)) for rank in range(k)]
 
 
+def column_label(name: str) -> str:
+    """A column's header: the layer's own name without its container's ("denseblock1" for features.denseblock1),
+    whole where that is a number (layer1.0, features.3)."""
+    last = name.rsplit(".", 1)[-1]
+    return name if last.isdigit() else last
+
+
+def header_width(label: str, step: float) -> float:
+    """A header's width (graph units): its label's (at least a count's, "2048/2048"), at most two columns'."""
+    return min(2 * step - 10, 12 + 8.5 * max(len(label), 9))
+
+
 def column_step(columns: int) -> float:
-    """The distance between columns: VGG16's for up to 16 columns, closer for more (down to ``MIN_COLUMN``)."""
-    return max(MIN_COLUMN, min(COLUMN, SPAN / max(columns - 1, 1)))
+    """The distance between columns: they span ``SPAN`` (within ``MIN_COLUMN`` … ``MAX_COLUMN`` apart)."""
+    return max(MIN_COLUMN, min(MAX_COLUMN, SPAN / max(columns - 1, 1)))
 
 
 class LayerGraph(View):
@@ -78,7 +98,7 @@ class LayerGraph(View):
 
     observes = ("result",)
 
-    def __init__(self, state, height: str = "340px"):
+    def __init__(self, state, height: str = "380px"):
         self.cytoscape = ipycytoscape.CytoscapeWidget(layout=widgets.Layout(width="100%", height="100%"))
         self.cytoscape.set_style(STYLE)
         # preset before any node exists: every later relayout keeps our columns (a force layout run first
@@ -98,14 +118,18 @@ class LayerGraph(View):
         self.neuron = widgets.Dropdown(description="neuron", options=[("— pick a neuron —", ())],
                                        layout=widgets.Layout(width="300px"))
         self.neuron.observe(self._picked, "value")
+        # counts the neurons the user chose: the app's page brings the deconvolution into view at each (template lrp)
+        self.chosen = widgets.HTML("0", layout=widgets.Layout(display="none"))
+        self.chosen.add_class("lrp-neuron-chosen")
         self.legend = widgets.HTML()
         self.legend.add_class("lrp-graph-legend")
         self.how = how_to_read(LEGEND, "100%")
-        # below ~1200 px the graph scrolls sideways rather than shrinking its labels below 11 px
-        canvas = widgets.Box([self.cytoscape], layout=widgets.Layout(width="100%", min_width="1200px", height=height))
-        frame = widgets.Box([canvas], layout=widgets.Layout(width="100%", overflow_x="auto", overflow_y="hidden",
+        canvas = widgets.Box([self.cytoscape], layout=widgets.Layout(width="100%", max_width=WIDEST, height=height))
+        frame = widgets.Box([canvas], layout=widgets.Layout(width="100%", justify_content="center", overflow="hidden",
                                                             border="1px solid #ddd"))
-        super().__init__(state, [widgets.HBox([self.fit, self.neuron, self.hover]), frame, self.legend, self.how],
+        frame.add_class("lrp-graph-frame")
+        super().__init__(state, [widgets.HBox([self.fit, self.neuron, self.hover]), frame, self.legend, self.how,
+                                 self.chosen],
                          layout=widgets.Layout(width="100%"))
         self._edge_ids: set[tuple[str, str]] = set()
         self._builds = 0
@@ -139,16 +163,17 @@ class LayerGraph(View):
         nodes, step = [], column_step(len(graph.layers))
         for column, layer in enumerate(graph.layers):
             nodes.append(ipycytoscape.Node(
-                data={"id": self._id(f"header:{layer}"), "layer": layer, "name": names(layer), "label": names(layer),
-                      "size": step - 8, "colour": "#eee"}, classes="header",
-                position={"x": column * step, "y": -ROW - 10}))
+                data={"id": self._id(f"header:{layer}"), "layer": layer, "name": names(layer),
+                      "label": column_label(names(layer)), "size": header_width(column_label(names(layer)), step),
+                      "colour": "#eee"}, classes="header",
+                position={"x": column * step, "y": HEADER_ROWS[column % 2]}))
             for row, node in enumerate(graph.nodes[layer]):
                 last = layer == graph.layers[-1]
                 nodes.append(ipycytoscape.Node(
                     data={"id": self._id(node.id), "neuron": node.id, "layer": layer, "index": node.index,
                           "relevance": node.relevance, "name": names(layer),
                           "label": result.bundle.model.category(node.index) if last else str(node.index),
-                          "role": "class-node " if last else "", "size": 8 + 16 * (abs(node.relevance) / top) ** 0.5,
+                          "role": "class-node " if last else "", "size": 8 + 12 * (abs(node.relevance) / top) ** 0.5,
                           "colour": "#d62728" if node.relevance >= 0 else "#1f77b4"},
                     classes="class-node" if last else "",
                     position={"x": column * step, "y": row * ROW + (len(graph.nodes[layer]) == 1) * 3.5 * ROW}))
@@ -221,7 +246,8 @@ class LayerGraph(View):
         for node in self.cytoscape.graph.nodes:
             if "index" not in node.data:  # a column header: the α layer's shows how many neurons α keeps
                 here = node.data["layer"] == result.layer and kept is not None
-                label = f"{node.data['name']}\n{int(kept.sum())}/{kept.numel()} kept" if here else node.data["name"]
+                name = column_label(node.data["name"])
+                label = f"{name}\n{int(kept.sum())}/{kept.numel()} kept" if here else name
                 self._set(node, "header alpha-layer" if here else "header", label)
                 continue
             self._set(node, node.data["role"] + ("dropped " if node.data["neuron"] in dropped else "")
@@ -247,11 +273,15 @@ class LayerGraph(View):
     def _clicked(self, node: dict) -> None:
         data = node["data"]
         if "index" in data and self._shows_the_model():
-            self.state.selected = (data["layer"], int(data["index"]))
+            self._choose((data["layer"], int(data["index"])))
 
     def _picked(self, change) -> None:
         if change["new"] and not self.syncing and self._shows_the_model():
-            self.state.selected = tuple(change["new"])
+            self._choose(tuple(change["new"]))
+
+    def _choose(self, neuron: tuple[str, int]) -> None:
+        self.state.selected = neuron
+        self.chosen.value = str(int(self.chosen.value) + 1)
 
     def _shows_the_model(self) -> bool:
         """Whether the graph on screen is of the chosen model (a click on a replaced model's neuron is no choice)."""
