@@ -194,3 +194,17 @@ def test_the_explorer_on_a_vit_shows_every_view_and_says_why_there_is_no_deconvo
     neuron = state.result.neuron
     assert neuron.deconvolution is None and neuron.complete and float(neuron.heatmap.abs().sum()) > 0
     assert "no deconvolution: the deconvnet has no step for" in explorer.deconv.label.value and state.error == ""
+
+
+def test_a_batch_is_explained_image_by_image():
+    """The class token, a parameter expanded over the batch: each image of a batch of three gets the relevance it
+    gets alone."""
+    torch.manual_seed(4)
+    model = randomised_head(VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+                                              mlp_dim=32, num_classes=5))
+    x = torch.randn(3, 3, 32, 32)
+    explainer = Explainer(model, "zero")
+    together = explainer.explain(x, [0, 3, 4]).relevances["input"]
+    for i, target in enumerate((0, 3, 4)):
+        alone = explainer.explain(x[i:i + 1], target).relevances["input"]
+        assert torch.allclose(together[i:i + 1], alone, atol=1e-6 * float(alone.abs().max()))

@@ -437,6 +437,12 @@ def _scaled_dot_product(call: Call) -> nn.Module:
     return Attention(None, call.argument(6, "scale"), bool(call.argument(5, "is_causal", False)))
 
 
+def _run_attention(module: Attention, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+    """The output and, for the rule, the attention weights."""
+    weights = module.weights(query, key)
+    return module.values(value, weights), weights
+
+
 def _query_key_value(node: fx.Node) -> list:
     return [node.args[i] if len(node.args) > i else node.kwargs[name] for i, name in enumerate(("query", "key", "value"))]
 
@@ -509,7 +515,7 @@ OPERATIONS: list[Operation] = [
               deconv=_moves_deconv),
     Operation("attention", "attention", modules=(nn.MultiheadAttention,), functions=(F.scaled_dot_product_attention,),
               build=lambda call: (_multihead_attention if call.module is not None else _scaled_dot_product)(call),
-              inputs=_query_key_value, rule=lambda composite: FrozenAttention(composite.stabilizer)),
+              inputs=_query_key_value, run=_run_attention, rule=lambda composite: FrozenAttention(composite.stabilizer)),
     Operation("identity", "identity", modules=(nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity),
               functions=(F.dropout, F.dropout2d, *_stochastic_depth()),
               run=_identity_run, rule=identity, deconv=passes),

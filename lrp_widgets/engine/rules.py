@@ -56,10 +56,7 @@ def stabilize(z: Tensor, epsilon: float) -> Tensor:
 
 def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
     """``numerator / denominator`` with 0 where the denominator is 0 (the LRP-0 convention)."""
-    zero = denominator == 0
-    if not zero.any():
-        return numerator / denominator
-    return torch.where(zero, 0.0, numerator / denominator.masked_fill(zero, 1.0))
+    return (numerator / denominator).nan_to_num_(0.0, 0.0, 0.0)  # x/0 and 0/0 are the only infinities and NaNs
 
 
 def _signed_sum(parts: list[tuple[float, Tensor]]) -> Tensor:
@@ -374,8 +371,9 @@ class Moves(Rule):
     def bind(self, layer: Callable[[Tensor], Tensor], a: Tensor, out: Tensor) -> Propagator:
         per_image = a[0].numel()
         key = (tuple(a.shape), tuple(out.shape), a.device)
-        if key not in self.maps:
-            self.maps[key] = _index_map(layer, a, out)
+        if key not in self.maps:  # a parameter expanded over the batch (a class token): each image's copy as is
+            broadcast = a.dim() > 0 and a.shape[0] == 1 < out.shape[0] and out.shape[1:] == a.shape[1:]
+            self.maps[key] = ("same", None) if broadcast else _index_map(layer, a, out)
         kind, index = self.maps[key]
 
         def propagate(relevance: Tensor, image: int | None = None, channels: Tensor | None = None) -> Tensor:
@@ -600,9 +598,8 @@ class FrozenAttention(Rule):
     def __repr__(self) -> str:
         return f"FrozenAttention(stabilizer={self.stabilizer})"
 
-    def bind(self, layer: nn.Module, a: Sequence[Tensor], out: Tensor) -> Propagator:
-        query, key, value = a
-        weights = layer.weights(query, key)
+    def bind(self, layer: nn.Module, a: Sequence[Tensor], out: tuple[Tensor, Tensor]) -> Propagator:
+        (query, key, value), (out, weights) = a, out  # the weights the forward pass computed
         z = stabilize(out, self.stabilizer) if self.stabilizer > 0 else out.clone()
         divide = torch.div if self.stabilizer > 0 else safe_divide
 
