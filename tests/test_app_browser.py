@@ -530,10 +530,10 @@ def test_alpha_is_explained_on_screen(page):
 
 
 def test_alpha_links_to_the_tutorials_section_on_alpha(page):
-    """Beside α's two sentences a link leads to the tutorial's section on α (the notebook beside the app's, at the
+    """α's two sentences are titled by a link to the tutorial's section on α (the notebook beside the app's, at the
     section's heading: the id Voila's and JupyterLab's Markdown give it)."""
     link = page.locator(".lrp-alpha-meaning a")
-    assert link.is_visible() and "what is α?" in link.inner_text()
+    assert link.is_visible() and link.inner_text() == "What is α?"
     path, anchor = link.get_attribute("href").split("#")
     notebook = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / path).read_text())
     headings = [line.lstrip("#").strip() for cell in notebook["cells"] if cell["cell_type"] == "markdown"
@@ -745,11 +745,13 @@ def test_the_upload_button_counts_the_uploaded_file_on_screen(page, tmp_path):
     barn = tmp_path / "my-barn.png"
     Image.open(IMAGES / "n02793495_barn.JPEG").convert("RGB").save(barn)
     upload(page, barn)
-    wait_until(page, lambda: idle(page) and views(page)["image"] == "image: my-barn.png", "the upload's explanation")
+    wait_until(page, lambda: idle(page) and views(page)["image"] == "image: my-barn.png"
+               and all(" · my-barn.png · " in caption for caption in views(page)["captions"]), "the upload's explanation")
     assert upload_button(page) == "upload (1)"
     shot(page, "upload-counter")
     example_button(page, "zebra").click()
-    wait_until(page, lambda: idle(page) and views(page)["image"] == "image: zebra", "the zebra's explanation")
+    wait_until(page, lambda: idle(page) and views(page)["image"] == "image: zebra"
+               and all(" · zebra · " in caption for caption in views(page)["captions"]), "the zebra's explanation")
     assert upload_button(page) == "upload (0)"
 
 

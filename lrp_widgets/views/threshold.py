@@ -11,16 +11,16 @@ from .common import View, about, dim, how_to_read, layer_label, stale_note
 
 MSE_COLOUR, SMAPE_COLOUR, OPTIMUM_COLOUR = "#d62728", "#1f77b4", "#2ca02c"
 OPTIMAL_RULE = "the fewest kept neurons whose MSE is at most the mean MSE of the sweep"
-#: what α does, in two sentences on screen
-ALPHA_MEANING = ("<b>What is α?</b> Algorithm 1 scores each neuron of the chosen layer by its activation minus its "
-                 "relevance (each scaled by the layer's largest, summed over its map) and keeps those scoring above "
-                 "μ − α·σ, the layer's mean and spread of scores. A larger α keeps more neurons; a small one keeps "
-                 "only neurons far more active than relevant, so at α = −2 even highly relevant neurons are faded.")
 #: the tutorial's section on α (Algorithm 1, the MSE/SMAPE sweep, the optimal α), beside the app's notebook: Voila
 #: (tree mode, e.g. Binder) and JupyterLab open it; its anchor is the id they give the section's heading
 ALPHA_TUTORIAL = "tutorial.ipynb#7-Algorithm-1-and-its-threshold"
-ALPHA_LINK = (f'<a class="lrp-alpha-link" href="{ALPHA_TUTORIAL}" target="_blank" rel="noopener" '
-              'style="color:#1a5fb4;text-decoration:underline">what is α? the tutorial\'s section</a>')
+#: what α does, in two sentences on screen; their title links to the tutorial's section (no extra line)
+ALPHA_MEANING = (f'<a class="lrp-alpha-link" href="{ALPHA_TUTORIAL}" target="_blank" rel="noopener" '
+                 'title="the tutorial\'s section on α" style="color:#1a5fb4;text-decoration:underline">'
+                 "<b>What is α?</b></a> Algorithm 1 scores each neuron of the chosen layer by its activation minus its "
+                 "relevance (each scaled by the layer's largest, summed over its map) and keeps those scoring above "
+                 "μ − α·σ, the layer's mean and spread of scores. A larger α keeps more neurons; a small one keeps "
+                 "only neurons far more active than relevant, so at α = −2 even highly relevant neurons are faded.")
 
 
 class ThresholdSlider(View):
@@ -67,7 +67,7 @@ class ThresholdSlider(View):
             f'<span style="color:{MSE_COLOUR}">━ MSE</span> and <span style="color:{SMAPE_COLOUR}">┅ SMAPE</span> '
             f"between the kept neurons' heatmap and the full one (lower = closer); <b>━</b> your α; "
             f'<span style="color:{OPTIMUM_COLOUR}">┅ optimal α</span>: {OPTIMAL_RULE}.', "420px")
-        self.meaning = how_to_read(f"{ALPHA_MEANING} {ALPHA_LINK}", "350px")
+        self.meaning = how_to_read(ALPHA_MEANING, "350px")
         self.meaning.add_class("lrp-alpha-meaning")
         controls = widgets.VBox([self.alpha, widgets.HBox([self.k, self.layer]), self.readout, self.meaning],
                                 layout=widgets.Layout(width="360px"))
