@@ -98,7 +98,7 @@ class LayerGraph(View):
 
     observes = ("result",)
 
-    def __init__(self, state, height: str = "380px"):
+    def __init__(self, state, height: str = "340px"):
         self.cytoscape = ipycytoscape.CytoscapeWidget(layout=widgets.Layout(width="100%", height="100%"))
         self.cytoscape.set_style(STYLE)
         # preset before any node exists: every later relayout keeps our columns (a force layout run first
