@@ -286,12 +286,7 @@ def _load(args: argparse.Namespace):
     """The torchvision model or your network that ``--model`` names, with ``--weights`` and the options of yours."""
     from .engine.models import MODELS, UntrainedWeightsWarning, load_model, load_user_model
 
-    if args.atlas:  # its model and weights, checked before Voila starts
-        from .atlas import Atlas
-        from .views.explorer import atlas_model
-
-        args.model, args.weights = atlas_model(Atlas.open(args.atlas).info, args.atlas, args.model, args.weights)
-    if args.model is not None and args.model not in MODELS:
+    if args.model not in MODELS:
         return load_user_model(args.model, args.weights, _numbers(args.mean, "--mean"), _numbers(args.std, "--std"),
                                224 if args.size is None else args.size, _categories(args.categories))
     yours = {"--weights own": args.weights == "own", "--mean": args.mean is not None, "--std": args.std is not None,
