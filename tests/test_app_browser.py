@@ -329,6 +329,16 @@ def alpha_header(page) -> str:
     return next((n["label"] for n in graph(page)["nodes"] if "alpha-layer" in n["classes"]), "")
 
 
+def zoom_in_until(page, done, what: str) -> None:
+    """Turn the wheel (at the pointer) a step at a time until ``done()``; at most 20 steps."""
+    for _ in range(20):
+        if done():
+            return
+        page.mouse.wheel(0, -100)
+        page.wait_for_timeout(150)
+    pytest.fail(f"zooming in 20 steps did not make {what}")
+
+
 def click_node(page, node: dict) -> None:
     shown = graph(page)
     page.mouse.move(shown["left"] + node["x"], shown["top"] + node["y"])
@@ -774,13 +784,7 @@ def test_the_wheel_zooms_within_bounds_and_fit_shows_the_whole_graph(page):
     assert zooms[4] > zooms[0] and zooms[-1] < zooms[5], zooms  # the wheel zooms at all
     shot(page, "zoomed-out")
     page.mouse.move(centre[0], centre[1] + 5)
-    for _ in range(20):  # zoom in again, until nodes lie outside the canvas
-        if not all(inside(graph(page), n) for n in graph(page)["nodes"]):
-            break
-        page.mouse.wheel(0, -100)
-        page.wait_for_timeout(150)
-    else:
-        pytest.fail("zooming in left every node on the canvas")
+    zoom_in_until(page, lambda: not all(inside(graph(page), n) for n in graph(page)["nodes"]), "nodes leave the canvas")
     page.get_by_role("button", name="fit").click()
     wait_until(page, lambda: all(inside(graph(page), n) for n in graph(page)["nodes"]), "fit to show every node")
     assert len(graph(page)["nodes"]) == 8 * 15 + 1 + 16

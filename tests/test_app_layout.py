@@ -16,7 +16,7 @@ import pytest
 from lrp_widgets.app import free_port
 
 from .test_app_browser import (ARTIFACTS, CHROMIUM, FONTS, TIMEOUT, banner, browser, click_node, graph, headers,  # noqa: F401
-                               idle, pick_model, playwright, server, shot, views, wait_idle, wait_until)
+                               idle, pick_model, playwright, server, shot, views, wait_idle, wait_until, zoom_in_until)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
@@ -185,13 +185,8 @@ def test_fit_shows_the_whole_graph_inside_its_frame(sized_page):
     page = sized_page
     frame = on_page(page)["frame"]
     page.mouse.move((frame["x1"] + frame["x2"]) / 2, (frame["y1"] + frame["y2"]) / 2)
-    for _ in range(20):  # zoom in until nodes leave the frame
-        if not all(within(n["box"], on_page(page)["frame"]) for n in on_page(page)["nodes"]):
-            break
-        page.mouse.wheel(0, -100)
-        page.wait_for_timeout(150)
-    else:
-        pytest.fail("zooming in left every node in the frame")
+    zoom_in_until(page, lambda: not all(within(n["box"], on_page(page)["frame"]) for n in on_page(page)["nodes"]),
+                  "nodes leave the frame")
     page.get_by_role("button", name="fit").click()
     wait_until(page, lambda: all(within(n["box"], on_page(page)["frame"]) for n in on_page(page)["nodes"]),
                "fit to bring the whole graph into its frame", timeout=30)

@@ -3,6 +3,7 @@ actors explain the shards (their processes, not the driver, are named in atlas.j
 run on one machine, and a worker killed mid-run costs only its shard."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -71,8 +72,6 @@ def test_ray_workers_explain_the_shards_and_the_atlas_is_the_same(cluster, folde
     run = run_on(cluster, folder, tmp_path / "atlas")
     out, err = run.communicate(timeout=600)
     assert run.returncode == 0, err[-3000:]
-    import json
-
     workers = json.loads((tmp_path / "atlas" / "atlas.json").read_text())["explained_by"]
     assert workers and all(int(who.rsplit(":", 1)[1]) != run.pid for who in workers), workers
     assert tables(tmp_path / "atlas") == local

@@ -39,8 +39,10 @@ from .threshold import ThresholdSlider
 
 
 class Explorer(widgets.VBox):
-    """All linked views of one explanation. ``model``: a torchvision model's name (loaded with ``weights``),
-    or your network (see :func:`your_model`); ``image``: an example name, a file, or a PIL image."""
+    """All linked views of one explanation. ``model``: a torchvision model's name (loaded with ``weights``;
+    default vgg16 and auto), or your network (see :func:`your_model`); ``image``: an example name, a file, or a PIL
+    image; ``atlas``: a folder ``lrp-widgets atlas`` wrote — its model and weights are opened, and the selected
+    neuron's reference images shown."""
 
     def __init__(self, model: str | nn.Module | LoadedModel | None = None, weights: str | None = None,
                  image: str | Path | Image.Image | None = "castle", background: bool = True, device: str = "cpu",
